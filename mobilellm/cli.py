@@ -1,0 +1,53 @@
+"""The `mobilellm` console script: one dispatcher, one module per subcommand in commands/."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from mobilellm import __version__
+from mobilellm.errors import UserError
+
+# name -> one-line help; each lives in mobilellm/commands/<name>.py with add_arguments() and main()
+COMMANDS = {
+    "info": "print a model's architecture and parameter count",
+    "generate": "generate text with the eager model or an exported artifact",
+}
+
+
+def _load(name):
+    return importlib.import_module(f"mobilellm.commands.{name.replace('-', '_')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mobilellm", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"mobilellm {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_ in COMMANDS.items():
+        mod = _load(name)
+        sp = sub.add_parser(name, help=help_, description=help_)
+        mod.add_arguments(sp)
+        sp.set_defaults(_main=mod.main)
+    return p
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "mobilellm-inductor"))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_main", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._main(args) or 0)
+    except UserError as e:
+        print(f"mobilellm {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"mobilellm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

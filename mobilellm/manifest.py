@@ -1,0 +1,76 @@
+"""The JSON manifest beside every artifact: what it is, how it was made, and how to check it.
+
+Benchmarks, verification and the phone apps read this; nothing parses file names."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+from mobilellm.errors import UserError
+from mobilellm.io import atomic_path
+
+SCHEMA = "mobilellm.manifest"
+VERSION = 1
+TOOLS = ("mobilellm", "torch", "executorch", "torchao", "coremltools", "onnx", "onnxruntime", "onnxscript")
+
+
+def manifest_path(artifact: Path) -> Path:
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".manifest.json")
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for t in TOOLS:
+        try:
+            out[t] = metadata.version(t)
+        except metadata.PackageNotFoundError:
+            pass
+    out["python"] = platform.python_version()
+    return out
+
+
+def model_section(args, weights: str) -> dict:
+    return {
+        "name": args.name, "variant": args.variant, "weights": weights,
+        "stored_blocks": args.n_layers, "executed_blocks": args.n_executed, "repeat": args.repeat,
+        "layer_sharing": args.layer_sharing, "param_count": args.param_count(),
+        "args": dataclasses.asdict(args),
+    }
+
+
+def settings_hash(settings: dict) -> str:
+    """Identifies an artifact's inputs (model, weights, backend, scheme, options, tool versions),
+    so a pipeline run can reuse an artifact built with the same settings."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_manifest(artifact: Path, manifest: dict) -> Path:
+    doc = {"schema": SCHEMA, "version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           **manifest}
+    path = manifest_path(artifact)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2, default=str))
+    return path
+
+
+def read_manifest(artifact: Path, required: bool = True) -> dict | None:
+    path = manifest_path(artifact)
+    if not path.is_file():
+        if required:
+            raise UserError(f"{artifact} has no manifest ({path.name} beside it); export it with `mobilellm export`")
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"manifest {path} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise UserError(f"{path} is not a mobilellm manifest (schema {SCHEMA!r} expected)")
+    if doc.get("version") != VERSION:
+        raise UserError(f"manifest {path} has version {doc.get('version')}; this mobilellm reads version {VERSION}")
+    return doc

@@ -1,0 +1,104 @@
+"""Decoding over any runtime that implements the `Runner` contract, eager PyTorch included."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from mobilellm.errors import UserError
+
+
+class Runner(Protocol):
+    """forward(ids, start_pos) -> logits [T, vocab] (float32 numpy) and advances the cache."""
+
+    max_seq_len: int
+    vocab_size: int
+
+    def forward(self, ids: list[int], start_pos: int) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
+
+def check_tokens(ids, start_pos: int, max_seq_len: int, vocab_size: int) -> None:
+    if len(ids) == 0:
+        raise UserError("no tokens to run")
+    if start_pos < 0 or start_pos + len(ids) > max_seq_len:
+        raise UserError(f"positions {start_pos}..{start_pos + len(ids) - 1} run past the maximum sequence "
+                        f"length {max_seq_len} (the cache this model was built or exported with)")
+    bad = [int(t) for t in ids if not 0 <= int(t) < vocab_size]
+    if bad:
+        raise UserError(f"token id(s) {bad[:5]} outside the vocabulary [0, {vocab_size})")
+
+
+class EagerRunner:
+    def __init__(self, model):
+        self.model = model
+        self.max_seq_len = model.max_seq_len
+        self.vocab_size = model.args.vocab_size
+
+    def reset(self):
+        self.model.reset_cache()
+
+    @torch.no_grad()
+    def forward(self, ids, start_pos):
+        check_tokens(ids, start_pos, self.max_seq_len, self.vocab_size)
+        tokens = torch.tensor([list(ids)], dtype=torch.long)
+        return self.model(tokens, torch.tensor([start_pos], dtype=torch.long))[0].float().numpy()
+
+
+@dataclass
+class GenerationResult:
+    prompt_ids: list[int]
+    new_ids: list[int]
+    prefill_s: float
+    decode_s: float
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        n = len(self.new_ids) - 1  # the first new token comes from prefill
+        return n / self.decode_s if n > 0 and self.decode_s > 0 else float("nan")
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return len(self.prompt_ids) / self.prefill_s if self.prefill_s > 0 else float("nan")
+
+
+def generate(runner: Runner, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
+             top_k: int | None = None, seed: int = 0, eos_id: int | None = None, on_token=None) -> GenerationResult:
+    """Greedy (temperature 0) or sampled decoding through the runner's KV cache."""
+    if max_new_tokens < 1:
+        raise UserError(f"max-new-tokens must be >= 1, got {max_new_tokens}")
+    if len(prompt_ids) + max_new_tokens > runner.max_seq_len:
+        raise UserError(f"prompt ({len(prompt_ids)} tokens) + {max_new_tokens} new tokens exceed the maximum "
+                        f"sequence length {runner.max_seq_len}")
+    rng = np.random.default_rng(seed)
+    runner.reset()
+    t0 = time.perf_counter()
+    logits = runner.forward(prompt_ids, 0)[-1]
+    t1 = time.perf_counter()
+    new: list[int] = []
+    pos = len(prompt_ids)
+    while True:
+        tok = _pick(logits, temperature, top_k, rng)
+        new.append(tok)
+        if on_token:
+            on_token(tok)
+        if len(new) == max_new_tokens or tok == eos_id:
+            break
+        logits = runner.forward([tok], pos)[-1]
+        pos += 1
+    return GenerationResult(list(prompt_ids), new, t1 - t0, time.perf_counter() - t1)
+
+
+def _pick(logits: np.ndarray, temperature: float, top_k: int | None, rng) -> int:
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    if top_k:
+        kth = np.partition(z, -top_k)[-top_k]
+        z = np.where(z < kth, -np.inf, z)
+    p = np.exp(z - z.max())
+    return int(rng.choice(len(p), p=p / p.sum()))

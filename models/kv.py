@@ -1,0 +1,108 @@
+"""Swappable attention + KV-cache pieces, one instance per executed block.
+
+Every kind takes q [B, T, H, D], k/v [B, T, Hkv, D] (RoPE applied) and the start position
+input_pos [1], writes k/v at positions input_pos..input_pos+T-1, attends causally over the cache
+and returns [B, T, H*D]. They differ only in how the export backends want the cache expressed:
+
+  eager   buffers [B, Hkv, S, D], `index_copy_` + SDPA: the reference
+  custom  buffers [B, S, Hkv, D], ExecuTorch's `llama::update_cache` + `llama::custom_sdpa`
+  state   buffers [B, Hkv, S, D], written by `index_put_` (what Core ML turns into state writes)
+  io      no buffers: past k/v come in as tensors and the grown cache goes out (ONNX, which has
+          no mutable state); `past` holds the cache in, `present` the cache out
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _causal_mask(input_pos, T: int, S: int, device) -> torch.Tensor:
+    # [T, S] bool: query t (absolute position input_pos+t) may see key s iff s <= input_pos+t
+    q_pos = input_pos[:1] + torch.arange(T, device=device)
+    return torch.arange(S, device=device)[None, :] <= q_pos[:, None]
+
+
+def _attend(q, k_all, v_all, input_pos):
+    # q [B, T, H, D]; k_all/v_all [B, Hkv, S, D] -> [B, T, H*D]
+    B, T, H, D = q.shape
+    mask = _causal_mask(input_pos, T, k_all.shape[2], q.device)
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k_all, v_all, attn_mask=mask, enable_gqa=True)
+    return y.transpose(1, 2).reshape(B, T, H * D)
+
+
+class _BufferKV(nn.Module):
+    layout = "BHSD"
+
+    def __init__(self, batch, max_seq_len, n_heads, n_kv, head_dim):
+        super().__init__()
+        shape = (batch, n_kv, max_seq_len, head_dim) if self.layout == "BHSD" else (batch, max_seq_len, n_kv, head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape), persistent=False)
+
+    def reset(self):
+        self.k_cache.zero_()
+        self.v_cache.zero_()
+
+
+class EagerKV(_BufferKV):
+    def forward(self, q, k, v, input_pos):
+        pos = input_pos[:1] + torch.arange(k.shape[1], device=k.device)
+        self.k_cache.index_copy_(2, pos, k.transpose(1, 2))
+        self.v_cache.index_copy_(2, pos, v.transpose(1, 2))
+        return _attend(q, self.k_cache, self.v_cache, input_pos)
+
+
+class StateKV(_BufferKV):
+    def forward(self, q, k, v, input_pos):
+        pos = input_pos[:1] + torch.arange(k.shape[1], device=k.device)
+        self.k_cache[:, :, pos] = k.transpose(1, 2)  # aten.index_put_
+        self.v_cache[:, :, pos] = v.transpose(1, 2)
+        return _attend(q, self.k_cache, self.v_cache, input_pos)
+
+
+class CustomOpKV(_BufferKV):
+    """ExecuTorch's LLM ops: cache layout [B, S, Hkv, D], GQA handled inside custom_sdpa."""
+
+    layout = "BSHD"
+
+    def __init__(self, *a):
+        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  registers llama::*
+        super().__init__(*a)
+
+    def forward(self, q, k, v, input_pos):
+        B, T, H, D = q.shape
+        start = input_pos[0].item()
+        torch._check(start >= 0)
+        torch._check(start + T <= self.k_cache.shape[1])
+        torch.ops.llama.update_cache(k, self.k_cache, start)
+        torch.ops.llama.update_cache(v, self.v_cache, start)
+        y = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0, True)
+        return y.reshape(B, T, H * D)
+
+
+class IOKV(nn.Module):
+    """Growing cache as plain tensors: present = cat(past, new) along the sequence axis."""
+
+    def __init__(self, batch, max_seq_len, n_heads, n_kv, head_dim):
+        super().__init__()
+        self.empty = (batch, n_kv, 0, head_dim)
+        self.reset()
+
+    def reset(self):
+        self.past = (torch.zeros(self.empty), torch.zeros(self.empty))
+        self.present = None
+
+    def forward(self, q, k, v, input_pos):
+        pk, pv = self.past  # [B, Hkv, P, D] with P == input_pos
+        k_all = torch.cat([pk, k.transpose(1, 2)], dim=2)
+        v_all = torch.cat([pv, v.transpose(1, 2)], dim=2)
+        self.present = self.past = (k_all, v_all)  # the next call continues from here
+        return _attend(q, k_all, v_all, input_pos)
+
+
+KV_KINDS = {"eager": EagerKV, "state": StateKV, "custom": CustomOpKV, "io": IOKV}
+
+
+def make_kv(kind, batch, max_seq_len, n_heads, n_kv, head_dim) -> nn.Module:
+    return KV_KINDS[kind](batch, max_seq_len, n_heads, n_kv, head_dim)

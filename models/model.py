@@ -1,0 +1,153 @@
+"""The MobileLLM network: LLaMA-style decoder, shared embedding, GQA, block-wise layer sharing.
+
+Module names follow the Hugging Face checkpoints (`model.layers.N.self_attn.q_proj`, ...) so a
+released state dict loads with no renaming. The KV cache lives outside the stored blocks, in
+`kv`: one attention/cache piece per *executed* block (see models/kv.py), because a shared block
+run twice sees two different inputs and so writes two different keys/values per position.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mobilellm.models.config import ModelArgs
+from mobilellm.models.kv import KV_KINDS, make_kv
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def rope_tables(args: ModelArgs) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin [context, head_dim/2] for the rotate-half RoPE of Hugging Face LLaMA."""
+    inv = 1.0 / (args.rope_theta ** (torch.arange(0, args.head_dim, 2, dtype=torch.float64) / args.head_dim))
+    ang = torch.outer(torch.arange(args.context_len, dtype=torch.float64), inv)
+    return ang.cos().float(), ang.sin().float()
+
+
+def apply_rope(x, cos, sin):
+    # x: [B, T, H, D]; cos/sin: [T, D/2] -> broadcast over batch and heads
+    x1, x2 = x.chunk(2, dim=-1)
+    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.n_heads, self.n_kv, self.hd = a.n_heads, a.n_kv_heads, a.head_dim
+        self.q_proj = nn.Linear(a.dim, a.n_heads * a.head_dim, bias=False)
+        self.k_proj = nn.Linear(a.dim, a.n_kv_heads * a.head_dim, bias=False)
+        self.v_proj = nn.Linear(a.dim, a.n_kv_heads * a.head_dim, bias=False)
+        self.o_proj = nn.Linear(a.n_heads * a.head_dim, a.dim, bias=False)
+
+    def forward(self, x, cos, sin, input_pos, kv):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.hd)  # [B, T, H, D]
+        k = self.k_proj(x).view(B, T, self.n_kv, self.hd)  # [B, T, Hkv, D]
+        v = self.v_proj(x).view(B, T, self.n_kv, self.hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = kv(q, k, v, input_pos)  # [B, T, H*D]
+        return self.o_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.gate_proj = nn.Linear(a.dim, a.ffn_hidden, bias=False)
+        self.up_proj = nn.Linear(a.dim, a.ffn_hidden, bias=False)
+        self.down_proj = nn.Linear(a.ffn_hidden, a.dim, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.self_attn = Attention(a)
+        self.mlp = MLP(a)
+        self.input_layernorm = RMSNorm(a.dim, a.norm_eps)
+        self.post_attention_layernorm = RMSNorm(a.dim, a.norm_eps)
+
+    def forward(self, x, cos, sin, input_pos, kv):
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, input_pos, kv)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class Decoder(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(a.vocab_size, a.dim)
+        self.layers = nn.ModuleList(Block(a) for _ in range(a.n_layers))  # stored blocks
+        self.norm = RMSNorm(a.dim, a.norm_eps)
+
+
+class MobileLLM(nn.Module):
+    """forward(tokens [B, T] int64, input_pos [1] int64 = start position) -> logits [B, T, V].
+
+    One call serves prefill (T tokens) and decode (T = 1); the cache keeps state between calls."""
+
+    def __init__(self, args: ModelArgs, max_seq_len: int | None = None, kv_kind: str = "eager", batch: int = 1):
+        super().__init__()
+        self.args = args
+        self.model = Decoder(args)
+        if not args.share_embedding:
+            self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
+        cos, sin = rope_tables(args)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.max_seq_len = max_seq_len or args.context_len
+        if self.max_seq_len > args.context_len:
+            raise ValueError(f"max_seq_len {self.max_seq_len} exceeds the model context {args.context_len}")
+        self.batch = batch
+        self.set_kv(kv_kind)
+
+    def set_kv(self, kind: str) -> "MobileLLM":
+        """Swap every executed block's attention/cache piece (fresh, empty caches)."""
+        if kind not in KV_KINDS:
+            raise ValueError(f"unknown kv kind {kind!r}; valid: {', '.join(KV_KINDS)}")
+        a = self.args
+        device = self.rope_cos.device
+        self.kv_kind = kind
+        self.kv = nn.ModuleList(
+            make_kv(kind, self.batch, self.max_seq_len, a.n_heads, a.n_kv_heads, a.head_dim).to(device)
+            for _ in range(a.n_executed))
+        return self
+
+    def reset_cache(self):
+        for kv in self.kv:
+            kv.reset()
+
+    def output_weight(self) -> torch.Tensor:
+        return self.model.embed_tokens.weight if self.args.share_embedding else self.lm_head.weight
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        T = tokens.shape[1]
+        pos = input_pos[:1] + torch.arange(T, device=tokens.device)  # [T] absolute positions
+        cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # [T, D/2]
+        h = self.model.embed_tokens(tokens)  # [B, T, dim]
+        for i, layer in enumerate(self.args.schedule):  # immediate repeat: L0,L0,L1,L1,...
+            h = self.model.layers[layer](h, cos, sin, input_pos, self.kv[i])
+        h = self.model.norm(h)
+        return F.linear(h, self.output_weight())  # [B, T, vocab]
+
+
+def build(args: ModelArgs, seed: int = 0, max_seq_len: int | None = None, kv_kind: str = "eager") -> MobileLLM:
+    """A model with seeded random weights (latency does not depend on weight values)."""
+    g = torch.Generator().manual_seed(seed)
+    m = MobileLLM(args, max_seq_len=max_seq_len, kv_kind=kv_kind)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 0.02, generator=g)
+    return m.eval().requires_grad_(False)

@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from mobilellm.models.config import from_name
+from mobilellm.models.kv import KV_KINDS
+from mobilellm.models.model import MobileLLM, build
+
+
+def _incremental(m, toks, split):
+    m.reset_cache()
+    out = [m(toks[:, :split], torch.tensor([0]))]
+    for t in range(split, toks.shape[1]):
+        out.append(m(toks[:, t:t + 1], torch.tensor([t])))
+    return torch.cat(out, 1)
+
+
+@pytest.mark.parametrize("repeat", [1, 2, 3])
+@pytest.mark.parametrize("kind", list(KV_KINDS))
+def test_prefill_equals_prefix_then_decode(repeat, kind):
+    a = from_name("tiny-random", repeat=repeat)
+    ref = build(a, seed=3, max_seq_len=40)
+    toks = torch.randint(0, a.vocab_size, (1, 24), generator=torch.Generator().manual_seed(0))
+    full = ref(toks, torch.tensor([0]))  # eager reference, one prefill
+    m = build(a, seed=3, max_seq_len=40, kv_kind=kind)
+    inc = _incremental(m, toks, 7)
+    assert torch.allclose(inc, full, atol=1e-5, rtol=0), (inc - full).abs().max()
+
+
+def test_cache_has_one_slot_per_executed_block():
+    m = build(from_name("tiny-random", repeat=2), max_seq_len=16)
+    assert len(m.kv) == 4 and len(m.model.layers) == 2
+    ptrs = {kv.k_cache.data_ptr() for kv in m.kv}
+    assert len(ptrs) == 4  # two runs of one shared block keep separate keys
+
+
+def test_shared_weights_stored_once():
+    m = build(from_name("tiny-random", repeat=2))
+    a, b = from_name("tiny-random", repeat=2).schedule[:2]
+    assert a == b  # executed blocks 0 and 1 are the same stored module
+    n_unshared = sum(p.numel() for p in build(from_name("tiny-random")).parameters())
+    assert sum(p.numel() for p in m.parameters()) == n_unshared
+    ptrs = [p.data_ptr() for p in m.parameters()]
+    assert len(ptrs) == len(set(ptrs))
+
+
+def test_sharing_changes_output_with_same_weights():
+    plain = build(from_name("tiny-random"), seed=5)
+    shared = MobileLLM(from_name("tiny-random", repeat=2)).eval()
+    shared.load_state_dict(plain.state_dict())
+    toks = torch.randint(0, 512, (1, 8))
+    with torch.no_grad():
+        d = (plain(toks, torch.tensor([0])) - shared(toks, torch.tensor([0]))).abs().max()
+    assert d > 1e-3
+
+
+def test_logits_use_the_shared_embedding():
+    m = build(from_name("tiny-random"))
+    assert not hasattr(m, "lm_head")
+    assert m.output_weight() is m.model.embed_tokens.weight
+
+
+def test_max_seq_len_bounded_by_context():
+    with pytest.raises(ValueError, match="exceeds the model context"):
+        build(from_name("tiny-random"), max_seq_len=10_000)
