@@ -13,6 +13,8 @@ from mobilellm.errors import UserError
 COMMANDS = {
     "info": "print a model's architecture and parameter count",
     "generate": "generate text with the eager model or an exported artifact",
+    "export": "quantize and lower a model to an ExecuTorch, ONNX or Core ML artifact",
+    "device": "run the benchmark on an Android phone or an iPhone and pull the results",
 }
 
 

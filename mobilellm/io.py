@@ -14,7 +14,7 @@ def atomic_path(final: Path):
     Works for files and for directories (a .mlpackage)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    tmp = final.with_name(f".partial-{os.getpid()}-{final.name}")  # keeps the suffix runtimes look at
     _remove(tmp)
     try:
         yield tmp

@@ -1,0 +1,106 @@
+"""Export orchestration shared by every backend: name, refuse to clobber, lower into a temporary
+path, verify through the artifact's own runtime, then publish atomically with its manifest.
+
+A verification miss keeps the artifact as `<name>.failed` with its report, never under the
+name a runtime would pick up."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+from mobilellm.errors import UserError, VerificationError
+from mobilellm.export.base import SCHEME_HELP, Backend, ExportConfig
+from mobilellm.export import verify as V
+from mobilellm.io import atomic_path, sha256, size_bytes
+from mobilellm.manifest import manifest_path, model_section, settings_hash, tool_versions, write_manifest
+from mobilellm.progress import Steps
+
+
+def artifact_name(model, backend: Backend, cfg: ExportConfig) -> str:
+    emb = "-emb8" if cfg.quantize_embedding else ""
+    return f"{model.args.name}_{cfg.quant}{emb}_{backend.name}{backend.suffix}"
+
+
+def export_settings(model, weights: str, backend: Backend, cfg: ExportConfig) -> dict:
+    return {"model": dataclasses.asdict(model.args), "weights": weights, "backend": backend.name,
+            "config": dataclasses.asdict(cfg), "tools": tool_versions()}
+
+
+def check_output(path: Path, force: bool) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output directory {path.parent}: {e.strerror}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"output directory {path.parent} is not writable")
+    if path.exists() and not force:
+        raise UserError(f"{path} already exists; pass --force to overwrite it")
+
+
+def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, out_dir: Path, *,
+                    name: str | None = None, force: bool = False, verify: bool = True,
+                    tokenizer: Path | None = None, quiet: bool = False) -> tuple[Path, dict]:
+    backend.check_scheme(cfg.quant)
+    args = model.args
+    if cfg.max_seq_len > args.context_len:
+        raise UserError(f"--max-seq-len {cfg.max_seq_len} exceeds the model's context of {args.context_len} tokens")
+    if cfg.max_seq_len < V.PROMPT_LEN + V.DECODE_STEPS:
+        raise UserError(f"--max-seq-len must be at least {V.PROMPT_LEN + V.DECODE_STEPS}, got {cfg.max_seq_len}")
+    out = Path(out_dir) / (name or artifact_name(model, backend, cfg))
+    check_output(out, force)
+    steps = Steps(out.name, quiet)
+    manifest = {
+        "artifact": out.name, "backend": backend.name, "backend_summary": backend.summary,
+        "quant": {"scheme": cfg.quant, "description": SCHEME_HELP.get(cfg.quant, ""),
+                  "quantize_embedding": cfg.quantize_embedding},
+        "model": model_section(args, weights), "max_seq_len": cfg.max_seq_len,
+        "tokenizer": str(Path(tokenizer).resolve()) if tokenizer else None,
+        "settings_hash": settings_hash(export_settings(model, weights, backend, cfg)),
+    }
+    t0 = time.perf_counter()
+    with atomic_path(out) as tmp:
+        info = backend.export(model, cfg, tmp, steps) or {}
+        quant_ref = info.pop("quantized_reference", None)
+        for k, v in info.items():  # backend facts: delegation, sizes, io contract, ...
+            if k == "quant":
+                manifest["quant"].update(v)
+            else:
+                manifest[k] = v
+        manifest["export_seconds"] = round(time.perf_counter() - t0, 1)
+        manifest["sizes"] = {"file_bytes": size_bytes(tmp), **manifest.get("sizes", {})}
+        manifest["sha256"] = sha256(tmp)
+        manifest["tools"] = tool_versions()
+        manifest["verification"] = {"skipped": "--no-verify"} if not verify else None
+        if verify:
+            try:
+                with steps.step("verify"):
+                    manifest["verification"] = _verify(backend, tmp, manifest, model, cfg, quant_ref, info)
+            except VerificationError as e:
+                manifest["verification"] = getattr(e, "report", {"error": str(e)})
+                failed = out.with_name(out.name + ".failed")
+                if failed.exists():
+                    import shutil
+                    shutil.rmtree(failed) if failed.is_dir() else failed.unlink()
+                os.replace(tmp, failed)
+                write_manifest(failed, manifest)
+                raise VerificationError(f"{e}; the artifact is kept as {failed} with the report in "
+                                        f"{manifest_path(failed).name}") from None
+        write_manifest(out, manifest)  # the manifest lands first; the artifact appears last
+    return out, manifest
+
+
+def _verify(backend: Backend, tmp: Path, manifest: dict, model, cfg: ExportConfig, quant_ref, info) -> dict:
+    from mobilellm.models.generate import EagerRunner
+    why = backend.runtime_missing()
+    if why:
+        structural = info.get("structural_verification") or {}
+        return {"numerical": f"not possible here: {why}", "structural": structural,
+                "passed": structural.get("passed", None)}
+    session = backend.open(tmp, manifest)
+    session.load()
+    session.init()
+    model.reset_cache()
+    report = V.verify(session, EagerRunner(model), cfg.quant, quant_ref)
+    return report

@@ -1,0 +1,74 @@
+"""`mobilellm export`: quantize and lower one model to one backend, verify, write the manifest."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mobilellm.commands.common import add_model_arguments, build_model
+
+
+def add_arguments(p):
+    from mobilellm.export.base import SCHEME_HELP, UNAVAILABLE, backend_names
+    add_model_arguments(p)
+    g = p.add_argument_group("export")
+    g.add_argument("--backend", default="executorch",
+                   help=f"one of: {', '.join(backend_names())} (absent: {', '.join(UNAVAILABLE)})")
+    g.add_argument("--quant", default="w8a8", help="; ".join(f"{k}: {v}" for k, v in SCHEME_HELP.items()))
+    g.add_argument("--max-seq-len", type=int, default=512, help="KV-cache length baked into the artifact")
+    g.add_argument("--group-size", type=int, default=32, help="weight group size of 8da4w")
+    g.add_argument("--quantize-embedding", action="store_true", help="also store the embedding table in int8")
+    g.add_argument("--calibration", type=Path, help="text or token-id file for static activation calibration")
+    g.add_argument("--tokenizer", type=Path, help="tokenizer to record in the manifest (default: from --checkpoint)")
+    g.add_argument("--out", type=Path, default=Path("out"), help="output directory")
+    g.add_argument("--name", help="artifact file name (default: <model>_<quant>_<backend><suffix>)")
+    g.add_argument("--force", action="store_true", help="overwrite an existing artifact")
+    g.add_argument("--no-verify", action="store_true", help="skip running the artifact against eager PyTorch")
+    g.add_argument("--json", action="store_true", help="print the manifest instead of the summary")
+
+
+def main(ns):
+    from mobilellm.export.base import ExportConfig, get_backend
+    from mobilellm.export.pipeline import export_artifact
+    backend = get_backend(ns.backend)
+    backend.check_scheme(ns.quant)
+    cfg = ExportConfig(quant=ns.quant, max_seq_len=ns.max_seq_len, group_size=ns.group_size,
+                       quantize_embedding=ns.quantize_embedding, calibration=ns.calibration)
+    model, weights = build_model(ns, max_seq_len=ns.max_seq_len)
+    tokenizer = ns.tokenizer or (_tokenizer_in(ns.checkpoint) if ns.checkpoint else None)
+    path, m = export_artifact(model, weights, backend, cfg, ns.out, name=ns.name, force=ns.force,
+                              verify=not ns.no_verify, tokenizer=tokenizer)
+    if ns.json:
+        print(json.dumps(m, indent=2, default=str))
+    else:
+        print_summary(path, m)
+    return 0
+
+
+def _tokenizer_in(ckpt: Path):
+    for f in ("tokenizer.model", "tokenizer.json"):
+        if (ckpt / f).is_file():
+            return ckpt / f
+    return None
+
+
+def print_summary(path: Path, m: dict) -> None:
+    from mobilellm.export.verify import summary
+    mm, sizes = m["model"], m["sizes"]
+    print(f"artifact     {path}  ({sizes['file_bytes'] / 2**20:.1f} MiB, sha256 {m['sha256'][:12]}...)")
+    print(f"model        {mm['name']}: {mm['variant']}, {mm['stored_blocks']} stored / {mm['executed_blocks']} "
+          f"executed blocks, {mm['param_count']:,} parameters; weights {mm['weights']}")
+    print(f"backend      {m['backend']}: {m['backend_summary']}")
+    print(f"quant        {m['quant']['scheme']}: {m['quant']['description']}")
+    if "embedding_bytes" in sizes:
+        print(f"bytes        embedding {sizes['embedding_bytes'] / 2**20:.1f} MiB, blocks "
+              f"{sizes.get('blocks_bytes', 0) / 2**20:.1f} MiB, {sizes['file_bytes'] / mm['param_count']:.3f} "
+              f"bytes per stored parameter")
+    if m.get("delegation"):
+        d = m["delegation"]
+        print(f"delegation   {d.get('summary', d)}")
+    v = m.get("verification") or {}
+    if "vs_fp32" in v:
+        print(f"verified     {summary(v)}")
+    elif v:
+        print(f"verified     {v.get('skipped') or v.get('numerical')}")
+    print(f"max seq len  {m['max_seq_len']};  export {m['export_seconds']} s;  manifest {path.name}.manifest.json")

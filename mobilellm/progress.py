@@ -1,0 +1,22 @@
+"""Step-by-step progress on stderr: each long step prints its name, then its wall time."""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+
+
+class Steps:
+    def __init__(self, title: str = "", quiet: bool = False):
+        self.title, self.quiet, self.times = title, quiet, {}
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        if not self.quiet:
+            print(f"  {self.title + ': ' if self.title else ''}{name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        yield
+        self.times[name] = time.perf_counter() - t0
+        if not self.quiet:
+            print(f"  {self.title + ': ' if self.title else ''}{name} done in {self.times[name]:.1f} s",
+                  file=sys.stderr, flush=True)
