@@ -87,6 +87,13 @@ def validate(doc: dict, where: str = "results") -> list[dict]:
     return recs
 
 
+def load_missing(path: Path) -> list[dict]:
+    """Rows that say why a measurement is absent (e.g. Core ML on Linux); optional in a file."""
+    doc = json.loads(Path(path).read_text())
+    rows = doc.get("missing", [])
+    return rows if isinstance(rows, list) else []
+
+
 def load(path: Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
@@ -98,18 +105,31 @@ def load(path: Path) -> list[dict]:
     return validate(doc, str(path))
 
 
-def save(path: Path, records: list[dict]) -> Path:
+def save(path: Path, records: list[dict], missing: list[dict] | None = None) -> Path:
     for i, r in enumerate(records):
         validate_record(r, f"record {i}")
+    doc = {"schema": SCHEMA, "version": VERSION, "records": records}
+    if missing:
+        doc["missing"] = missing
     with atomic_path(Path(path)) as tmp:
-        tmp.write_text(json.dumps({"schema": SCHEMA, "version": VERSION, "records": records}, indent=1))
+        tmp.write_text(json.dumps(doc, indent=1))
     return Path(path)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def host_fields() -> dict:
     import os
     return {
-        "device": f"{platform.machine()} host ({os.cpu_count()} cores, {platform.processor() or 'cpu'})",
+        "device": f"{cpu_name()} ({os.cpu_count()} cores)",
         "os": f"{platform.system()} {platform.release()}",
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

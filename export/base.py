@@ -36,6 +36,7 @@ class ExportConfig:
     group_size: int = 32
     quantize_embedding: bool = False
     calibration: Path | None = None
+    tokenizer: Path | None = None  # for text calibration; recorded in the manifest
 
 
 class Session:

@@ -40,8 +40,7 @@ def check_output(path: Path, force: bool) -> None:
 
 
 def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, out_dir: Path, *,
-                    name: str | None = None, force: bool = False, verify: bool = True,
-                    tokenizer: Path | None = None, quiet: bool = False) -> tuple[Path, dict]:
+                    name: str | None = None, force: bool = False, verify: bool = True, quiet: bool = False) -> tuple[Path, dict]:
     backend.check_scheme(cfg.quant)
     args = model.args
     if cfg.max_seq_len > args.context_len:
@@ -56,13 +55,14 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
         "quant": {"scheme": cfg.quant, "description": SCHEME_HELP.get(cfg.quant, ""),
                   "quantize_embedding": cfg.quantize_embedding},
         "model": model_section(args, weights), "max_seq_len": cfg.max_seq_len,
-        "tokenizer": str(Path(tokenizer).resolve()) if tokenizer else None,
+        "tokenizer": str(Path(cfg.tokenizer).resolve()) if cfg.tokenizer else None,
         "settings_hash": settings_hash(export_settings(model, weights, backend, cfg)),
     }
     t0 = time.perf_counter()
     with atomic_path(out) as tmp:
         info = backend.export(model, cfg, tmp, steps) or {}
         quant_ref = info.pop("quantized_reference", None)
+        companions = info.pop("companions", [])  # files a backend writes beside the artifact (ONNX's .ort)
         for k, v in info.items():  # backend facts: delegation, sizes, io contract, ...
             if k == "quant":
                 manifest["quant"].update(v)
@@ -87,8 +87,17 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
                 write_manifest(failed, manifest)
                 raise VerificationError(f"{e}; the artifact is kept as {failed} with the report in "
                                         f"{manifest_path(failed).name}") from None
+        for comp in companions:  # each verified by its backend; published, with its manifest, before the artifact
+            _publish_companion(out.with_suffix(comp["suffix"]), Path(comp["path"]), {**manifest, **comp["manifest"]})
         write_manifest(out, manifest)  # the manifest lands first; the artifact appears last
     return out, manifest
+
+
+def _publish_companion(final: Path, staged: Path, manifest: dict) -> None:
+    with atomic_path(final) as tmp:
+        os.replace(staged, tmp)
+        write_manifest(final, {**manifest, "artifact": final.name, "sha256": sha256(tmp), "companion_of": manifest["artifact"],
+                               "sizes": {**manifest["sizes"], "file_bytes": size_bytes(tmp)}})
 
 
 def _verify(backend: Backend, tmp: Path, manifest: dict, model, cfg: ExportConfig, quant_ref, info) -> dict:

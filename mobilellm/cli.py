@@ -14,6 +14,8 @@ COMMANDS = {
     "info": "print a model's architecture and parameter count",
     "generate": "generate text with the eager model or an exported artifact",
     "export": "quantize and lower a model to an ExecuTorch, ONNX or Core ML artifact",
+    "bench": "measure load / init / execute latency, tokens/s, memory and size of artifacts",
+    "report": "merge results files into a Markdown report with plots and a CSV",
     "device": "run the benchmark on an Android phone or an iPhone and pull the results",
 }
 
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "mobilellm-inductor"))
+    from mobilellm.logs import quiet
+    quiet()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_main", None):

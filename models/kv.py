@@ -6,7 +6,7 @@ and returns [B, T, H*D]. They differ only in how the export backends want the ca
 
   eager   buffers [B, Hkv, S, D], `index_copy_` + SDPA: the reference
   custom  buffers [B, S, Hkv, D], ExecuTorch's `llama::update_cache` + `llama::custom_sdpa`
-  state   buffers [B, Hkv, S, D], written by `index_put_` (what Core ML turns into state writes)
+  state   buffers [B, Hkv, S, D], written as a slice at input_pos (Core ML turns it into state writes)
   io      no buffers: past k/v come in as tensors and the grown cache goes out (ONNX, which has
           no mutable state); `past` holds the cache in, `present` the cache out
 """
@@ -54,11 +54,24 @@ class EagerKV(_BufferKV):
 
 
 class StateKV(_BufferKV):
+    """For Core ML (torch.export -> ct.convert). Two things the converter needs: the write is a
+    slice at a data-dependent start (slice_update -> write_state; index_put_ with a position
+    tensor fails to convert), and GQA is done by grouping the query heads of each kv head,
+    since Core ML's SDPA has no enable_gqa (and this avoids expanding the cache)."""
+
     def forward(self, q, k, v, input_pos):
-        pos = input_pos[:1] + torch.arange(k.shape[1], device=k.device)
-        self.k_cache[:, :, pos] = k.transpose(1, 2)  # aten.index_put_
-        self.v_cache[:, :, pos] = v.transpose(1, 2)
-        return _attend(q, self.k_cache, self.v_cache, input_pos)
+        B, T, H, D = q.shape
+        Hkv, S = self.k_cache.shape[1], self.k_cache.shape[2]
+        G = H // Hkv
+        start = input_pos[0].item()
+        torch._check(start >= 0)
+        torch._check(start + T <= S)
+        self.k_cache[:, :, start:start + T] = k.transpose(1, 2)  # slice_scatter -> state write
+        self.v_cache[:, :, start:start + T] = v.transpose(1, 2)
+        qg = q.view(B, T, Hkv, G, D).permute(0, 2, 3, 1, 4).reshape(B, Hkv, G * T, D)  # [B, Hkv, G*T, D]
+        mask = _causal_mask(input_pos, T, S, q.device).repeat(G, 1)  # [G*T, S]
+        y = F.scaled_dot_product_attention(qg, self.k_cache, self.v_cache, attn_mask=mask)
+        return y.view(B, Hkv, G, T, D).permute(0, 3, 1, 2, 4).reshape(B, T, H * D)  # [B, T, H*D]
 
 
 class CustomOpKV(_BufferKV):

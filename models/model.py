@@ -22,7 +22,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        # mean of squares over a 4-D view [B, T, dim, 1]: XNNPACK lowers only a 4-D mean over the
+        # two innermost dims, and a norm left outside splits every block into extra partitions.
+        ms = (x * x).unsqueeze(-1).mean(dim=(2, 3), keepdim=True).view(x.shape[:-1] + (1,))  # [B, T, 1]
+        return x * torch.rsqrt(ms + self.eps) * self.weight
 
 
 def rope_tables(args: ModelArgs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,7 +37,8 @@ def rope_tables(args: ModelArgs) -> tuple[torch.Tensor, torch.Tensor]:
 
 def apply_rope(x, cos, sin):
     # x: [B, T, H, D]; cos/sin: [T, D/2] -> broadcast over batch and heads
-    x1, x2 = x.chunk(2, dim=-1)
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]  # slices, not chunk: XNNPACK takes slice_copy, not split
     c, s = cos[None, :, None, :], sin[None, :, None, :]
     return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
 
@@ -137,7 +141,17 @@ class MobileLLM(nn.Module):
         for i, layer in enumerate(self.args.schedule):  # immediate repeat: L0,L0,L1,L1,...
             h = self.model.layers[layer](h, cos, sin, input_pos, self.kv[i])
         h = self.model.norm(h)
-        return F.linear(h, self.output_weight())  # [B, T, vocab]
+        if self.args.share_embedding and "lm_head" not in self._modules:
+            return F.linear(h, self.output_weight())  # [B, T, vocab]
+        return self.lm_head(h)
+
+    def tie_output_module(self) -> "MobileLLM":
+        """Give the shared output projection its own nn.Linear holding the *same* Parameter as the
+        embedding, so module-swapping quantizers (torchao) see and quantize it. For export copies."""
+        if self.args.share_embedding and "lm_head" not in self._modules:
+            self.lm_head = nn.Linear(self.args.dim, self.args.vocab_size, bias=False)
+            self.lm_head.weight = self.model.embed_tokens.weight
+        return self
 
 
 def build(args: ModelArgs, seed: int = 0, max_seq_len: int | None = None, kv_kind: str = "eager") -> MobileLLM:

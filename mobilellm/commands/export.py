@@ -31,12 +31,12 @@ def main(ns):
     from mobilellm.export.pipeline import export_artifact
     backend = get_backend(ns.backend)
     backend.check_scheme(ns.quant)
-    cfg = ExportConfig(quant=ns.quant, max_seq_len=ns.max_seq_len, group_size=ns.group_size,
-                       quantize_embedding=ns.quantize_embedding, calibration=ns.calibration)
-    model, weights = build_model(ns, max_seq_len=ns.max_seq_len)
     tokenizer = ns.tokenizer or (_tokenizer_in(ns.checkpoint) if ns.checkpoint else None)
+    cfg = ExportConfig(quant=ns.quant, max_seq_len=ns.max_seq_len, group_size=ns.group_size,
+                       quantize_embedding=ns.quantize_embedding, calibration=ns.calibration, tokenizer=tokenizer)
+    model, weights = build_model(ns, max_seq_len=ns.max_seq_len)
     path, m = export_artifact(model, weights, backend, cfg, ns.out, name=ns.name, force=ns.force,
-                              verify=not ns.no_verify, tokenizer=tokenizer)
+                              verify=not ns.no_verify)
     if ns.json:
         print(json.dumps(m, indent=2, default=str))
     else:

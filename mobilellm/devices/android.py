@@ -1,10 +1,332 @@
-"""`mobilellm device android`: push artifacts to a phone, run the app's benchmark, pull results. (stub)"""
+"""`mobilellm device android`: push artifacts to a phone, run the app's benchmark, pull results.
+
+Needs `adb` (Android platform-tools) on PATH, one device, and the android_demo app installed as
+its debug build (the results are read from the app's private files with `run-as`). Each artifact
+is measured in a fresh app process (`am start -S`), so memory numbers do not mix artifacts."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 from mobilellm.errors import UserError
+
+PACKAGE = "org.mobilellm.demo"
+ACTIVITY = f"{PACKAGE}/.BenchmarkActivity"
+REMOTE_DIR = "/data/local/tmp/mobilellm"
+SUFFIXES = (".pte", ".onnx", ".ort")  # what the app's runtimes open (ExecuTorch, ONNX Runtime)
+SPACE_MARGIN = 64 << 20  # bytes left free on the device after the push
+INSTALL_HINT = ("build and install it: `cd android_demo && ./gradlew installDebug` "
+                "(or `adb install android_demo/app/build/outputs/apk/debug/app-debug.apk`)")
 
 
 def add_arguments(p):
-    p.add_argument("--artifacts", required=True, help="directory of artifacts with manifests")
+    p.add_argument("--artifacts", type=Path, required=True, metavar="DIR",
+                   help="directory of artifacts with their manifests (.pte for ExecuTorch, .onnx/.ort for ONNX Runtime)")
+    p.add_argument("--serial", default=os.environ.get("ANDROID_SERIAL"),
+                   help="device serial when several are connected (default: $ANDROID_SERIAL)")
+    p.add_argument("--iters", type=int, default=50, help="measured runs of each timing (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="discarded runs before them (default 5)")
+    p.add_argument("--threads", type=int, default=4, help="CPU threads of the runtimes (default 4)")
+    p.add_argument("--prompt-len", type=int, default=128,
+                   help="prefill length P; decode is timed at position P (default 128, at most max_seq_len/2)")
+    p.add_argument("--gen-tokens", type=int, default=64, help="tokens generated for decode_tokens_per_s (default 64)")
+    p.add_argument("--timeout", type=float, default=1800,
+                   help="seconds to wait for the benchmark of one artifact (default 1800)")
+    p.add_argument("--out", type=Path, default=Path("out/device-android"),
+                   help="where the pulled results and the report go (default out/device-android)")
+    p.add_argument("--remote-dir", default=REMOTE_DIR, help=f"folder on the device (default {REMOTE_DIR})")
+    p.add_argument("--merge", type=Path, nargs="+", default=[], metavar="RESULTS",
+                   help="other results files (e.g. from `mobilellm bench`) to put in the same report")
+    p.add_argument("--no-report", action="store_true", help="only save the results; do not build the report")
+
+
+def log(msg: str) -> None:
+    print(f"  {msg}", file=sys.stderr, flush=True)
+
+
+class Adb:
+    """One device through the adb client; every failure becomes a UserError that names it."""
+
+    def __init__(self, exe: str, serial: str | None = None):
+        self.exe, self.serial = exe, serial
+
+    def run(self, *args: str, timeout: float = 120, binary: bool = False) -> subprocess.CompletedProcess:
+        cmd = [self.exe, *(["-s", self.serial] if self.serial else []), *args]
+        try:
+            p = subprocess.run(cmd, capture_output=True, timeout=timeout, text=not binary)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"`{' '.join(cmd)}` did not answer within {timeout:.0f} s (device disconnected or "
+                            f"locked up? check `adb devices`)") from None
+        err = p.stderr.decode(errors="replace") if binary else p.stderr
+        if self.serial and re.search(rf"device '?{re.escape(self.serial)}'? not found|no devices/emulators", err):
+            raise UserError(f"lost device {self.serial} during `{' '.join(args[:2])}`: {err.strip()}")
+        return p
+
+    def shell(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Runs one command on the device; arguments are quoted for the device's shell."""
+        return self.run("shell", " ".join(shlex.quote(a) for a in argv), timeout=timeout)
+
+
+def find_adb() -> str:
+    exe = shutil.which("adb")
+    if not exe:
+        raise UserError("adb not found on PATH: install Android SDK platform-tools (`sdkmanager platform-tools`, or "
+                        "https://developer.android.com/tools/releases/platform-tools) and put its folder on PATH")
+    return exe
+
+
+def pick_device(exe: str, serial: str | None) -> str:
+    p = Adb(exe).run("devices", timeout=60)
+    if p.returncode != 0:
+        raise UserError(f"`adb devices` failed: {(p.stderr or p.stdout).strip()}")
+    states = {}
+    for line in p.stdout.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 2:
+            states[parts[0]] = parts[1]
+    if serial is None:
+        if not states:
+            raise UserError("no Android device found (`adb devices` lists none): connect a phone with USB debugging "
+                            "enabled (Settings > Developer options), or start an emulator")
+        if len(states) > 1:
+            raise UserError(f"several devices connected ({', '.join(sorted(states))}); choose one with --serial")
+        serial = next(iter(states))
+    elif serial not in states:
+        raise UserError(f"device {serial} is not connected; connected: {', '.join(sorted(states)) or 'none'}")
+    state = states[serial]
+    if state == "unauthorized":
+        raise UserError(f"device {serial} is unauthorized: unlock it and accept the 'Allow USB debugging' prompt")
+    if state != "device":
+        raise UserError(f"device {serial} is {state}: reconnect it (then `adb devices` should say 'device')")
+    return serial
+
+
+def check_app(adb: Adb) -> None:
+    p = adb.shell("pm", "path", PACKAGE)
+    if "package:" not in p.stdout:
+        raise UserError(f"the android_demo app ({PACKAGE}) is not installed on {adb.serial}: {INSTALL_HINT}")
+    p = adb.shell("run-as", PACKAGE, "pwd")
+    if p.returncode != 0 or "run-as:" in p.stdout + p.stderr:
+        raise UserError(f"cannot read the app's files with run-as ({(p.stdout + p.stderr).strip()}): the installed "
+                        f"{PACKAGE} is not the debug build; {INSTALL_HINT}")
+
+
+def collect(folder: Path) -> list[tuple[Path, dict]]:
+    """(artifact, manifest) for every artifact in `folder` that the app can run."""
+    from mobilellm.manifest import read_manifest
+    if not folder.is_dir():
+        raise UserError(f"--artifacts {folder} is not a directory")
+    found, skipped = [], []
+    for m in sorted(folder.glob("*.manifest.json")):
+        art = m.with_name(m.name[: -len(".manifest.json")])
+        if art.name.endswith(".failed"):
+            continue
+        man = read_manifest(art)
+        if not art.is_file():
+            skipped.append(f"{art.name} (manifest without the artifact)")
+        elif not art.name.endswith(SUFFIXES) or "coreml" in str(man.get("backend")):
+            skipped.append(f"{art.name} (backend {man.get('backend')}: no Android runtime)")
+        else:
+            found.append((art, man))
+    for s in skipped:
+        log(f"skipping {s}")
+    if not found:
+        raise UserError(f"no artifact in {folder} that the app runs: it needs .pte (ExecuTorch/XNNPACK) or "
+                        f".onnx/.ort (ONNX Runtime) files with their .manifest.json; export some with "
+                        f"`mobilellm export`")
+    return found
+
+
+def free_bytes(adb: Adb, path: str) -> int | None:
+    """Available bytes on the filesystem holding `path` (`df -k`), or None if unreadable."""
+    out = adb.shell("df", "-k", path).stdout.splitlines()
+    if len(out) < 2:
+        return None
+    head = out[0].split()
+    if "Available" not in head:
+        return None
+    vals = out[-1].split()
+    try:
+        # "Mounted on" is two header words; a long filesystem name can wrap onto its own line
+        return int(vals[head.index("Available") + len(vals) - (len(head) - 1)]) * 1024
+    except (ValueError, IndexError):
+        return None
+
+
+def remote_sha256(adb: Adb, path: str) -> str | None:
+    p = adb.shell("sha256sum", path)
+    return p.stdout.split()[0] if p.returncode == 0 and p.stdout.split() else None
+
+
+def plan_push(adb: Adb, items: list[tuple[Path, dict]], remote: str) -> list[tuple[Path, str]]:
+    """(local file, remote name) still to push: artifacts whose sha256 differs on the device, their
+    manifests, and each artifact's tokenizer as `<artifact>.tokenizer<suffix>` for the chat screen."""
+    files = []
+    for art, man in items:
+        if remote_sha256(adb, f"{remote}/{art.name}") != man.get("sha256"):
+            files.append((art, art.name))
+        else:
+            log(f"{art.name}: already on the device (same sha256)")
+        files.append((art.with_name(art.name + ".manifest.json"), art.name + ".manifest.json"))
+        tok = man.get("tokenizer")
+        if tok and Path(tok).is_file():
+            files.append((Path(tok), f"{art.name}.tokenizer{Path(tok).suffix}"))
+        elif art.suffix in (".onnx", ".ort"):
+            log(f"{art.name}: no tokenizer file on this machine ({tok}); the chat screen will ask for one")
+    return files
+
+
+def push(adb: Adb, files: list[tuple[Path, str]], remote: str) -> None:
+    need = sum(f.stat().st_size for f, _ in files)
+    free = free_bytes(adb, remote.rsplit("/", 1)[0] or "/")
+    if free is None:
+        log(f"cannot read the free space of {remote} on {adb.serial} (`df -k`); pushing anyway")
+    elif free < need + SPACE_MARGIN:
+        raise UserError(f"not enough space on {adb.serial}: the push needs {need / 1e6:.0f} MB (+{SPACE_MARGIN >> 20} "
+                        f"MB margin) in {remote}, {free / 1e6:.0f} MB free; free space on the phone or pass fewer "
+                        f"artifacts")
+    p = adb.shell("mkdir", "-p", remote)
+    if p.returncode != 0:
+        raise UserError(f"cannot create {remote} on {adb.serial}: {(p.stdout + p.stderr).strip()}")
+    for local, name in files:
+        log(f"push {name} ({local.stat().st_size / 1e6:.1f} MB)")
+        p = adb.run("push", str(local), f"{remote}/{name}", timeout=3600)
+        if p.returncode != 0:
+            raise UserError(f"adb push {local} failed: {(p.stderr or p.stdout).strip()}")
+    # the app runs as its own user: it must be able to list the folder and read the files
+    adb.shell("chmod", "755", remote)
+    if files:
+        adb.shell("chmod", "644", *[f"{remote}/{n}" for _, n in files])
+
+
+def read_app_file(adb: Adb, name: str) -> bytes | None:
+    p = adb.run("exec-out", f"run-as {PACKAGE} cat files/{name}", binary=True, timeout=600)
+    if p.returncode != 0 or p.stdout.startswith(b"cat:") or p.stdout.startswith(b"run-as:"):
+        return None
+    return p.stdout
+
+
+def wait_for(adb: Adb, out_name: str, artifact: str, timeout: float) -> dict:
+    """Polls the status file the app keeps beside its results until it says done or error."""
+    start, delay, last, gone = time.monotonic(), 0.1, None, 0
+    can_see_process = True
+    while True:
+        raw = read_app_file(adb, out_name + ".status")
+        if raw:
+            try:
+                last = json.loads(raw)
+            except json.JSONDecodeError:
+                last = {"state": "unreadable", "text": raw[:200].decode(errors="replace")}
+            if last.get("state") in ("done", "error"):
+                return last
+        if can_see_process:
+            p = adb.shell("pidof", PACKAGE)
+            if "not found" in p.stdout + p.stderr:  # no pidof on this device: rely on the timeout
+                can_see_process = False
+            gone = 0 if p.stdout.strip() or not can_see_process else gone + 1
+        if gone >= 3:
+            raise UserError(f"the app stopped before finishing {artifact} (crashed or killed; last status: "
+                            f"{last or 'none'}); see `adb logcat -b crash` and `adb logcat -s MobileLLM`")
+        if time.monotonic() - start > timeout:
+            adb.shell("am", "force-stop", PACKAGE)
+            raise UserError(f"the benchmark of {artifact} did not finish within {timeout:g} s (last status: "
+                            f"{last or 'none'}); raise --timeout or lower --iters")
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def bench_one(adb: Adb, ns, art: Path, out_name: str) -> list[dict]:
+    from mobilellm.benchmarks.schema import validate
+    args = ["am", "start", "-S", "-W", "-n", ACTIVITY, "--es", "dir", ns.remote_dir, "--es", "artifact", art.name,
+            "--es", "out", out_name, "--ei", "iters", str(ns.iters), "--ei", "warmup", str(ns.warmup),
+            "--ei", "threads", str(ns.threads), "--ei", "prompt_len", str(ns.prompt_len),
+            "--ei", "gen_tokens", str(ns.gen_tokens)]
+    p = adb.shell(*args)
+    text = p.stdout + p.stderr
+    if p.returncode != 0 or re.search(r"^Error", text, re.M):
+        raise UserError(f"cannot start {ACTIVITY}: {text.strip()}; is the installed app current? {INSTALL_HINT}")
+    status = wait_for(adb, out_name, art.name, ns.timeout)
+    if status["state"] == "error":
+        raise UserError(status.get("message") or "the app reported an error without a message")
+    raw = read_app_file(adb, out_name)
+    if raw is None:
+        raise UserError(f"the app said done but files/{out_name} cannot be read with run-as")
+    ns.out.mkdir(parents=True, exist_ok=True)
+    try:
+        return validate(json.loads(raw), f"{art.name} results from the device")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        bad = ns.out / (out_name + ".invalid")
+        bad.write_bytes(raw)
+        raise UserError(f"the results of {art.name} are not valid JSON ({e}); kept as {bad}") from None
+
+
+def check_args(ns) -> None:
+    for name in ("iters", "threads", "prompt_len", "gen_tokens"):
+        if getattr(ns, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(ns, name)}")
+    if ns.warmup < 0:
+        raise UserError(f"--warmup must be >= 0, got {ns.warmup}")
+    if ns.timeout <= 0:
+        raise UserError(f"--timeout must be > 0, got {ns.timeout}")
+    if not ns.remote_dir.startswith("/"):
+        raise UserError(f"--remote-dir must be an absolute path on the device, got {ns.remote_dir!r}")
+    for m in ns.merge:
+        if not m.is_file():
+            raise UserError(f"--merge {m}: no such results file")
+
+
+def report(results: Path, ns) -> None:
+    paths = [results, *ns.merge]
+    cmd = f"mobilellm report {' '.join(shlex.quote(str(p)) for p in paths)} --out {shlex.quote(str(ns.out / 'report'))}"
+    if ns.no_report:
+        print(f"report: not built (--no-report); build it with `{cmd}`")
+        return
+    try:
+        from mobilellm.benchmarks.report import build_report
+    except ImportError:
+        print(f"report: this mobilellm has no report builder yet; run `{cmd}` when it does")
+        return
+    print(f"report: {build_report(paths, ns.out / 'report')}")
 
 
 def main(ns):
-    raise UserError("mobilellm device android is not implemented yet")
+    from mobilellm.benchmarks.schema import save
+    check_args(ns)
+    items = collect(ns.artifacts)
+    exe = find_adb()
+    serial = pick_device(exe, ns.serial)
+    adb = Adb(exe, serial)
+    check_app(adb)
+    push(adb, plan_push(adb, items, ns.remote_dir), ns.remote_dir)
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    records, failed = [], []
+    for i, (art, _) in enumerate(items):
+        t0 = time.monotonic()
+        log(f"benchmark {art.name} ({i + 1}/{len(items)}) on {serial} ...")
+        try:
+            recs = bench_one(adb, ns, art, f"results-{run_id}-{i}.json")
+        except UserError as e:
+            if len(items) == 1:
+                raise
+            failed.append(f"{art.name}: {e}")
+            log(f"{art.name} failed: {e}")
+            continue
+        records += recs
+        log(f"{art.name}: {len(recs)} records in {time.monotonic() - t0:.0f} s")
+    if not records:
+        raise UserError("no artifact was measured:\n  " + "\n  ".join(failed))
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", serial)
+    out = save(ns.out / f"android-{safe}-{run_id}.json", records)
+    print(f"results: {out} ({len(records)} records, device {records[0]['device']})")
+    report(out, ns)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(items)} artifacts failed (the others are saved in {out}):\n  "
+                        + "\n  ".join(failed))
+    return 0

@@ -1,0 +1,94 @@
+package org.mobilellm.demo
+
+import java.io.Closeable
+import java.io.File
+import org.mobilellm.core.Benchmark
+import org.mobilellm.core.Manifest
+import org.mobilellm.core.SentencePiece
+import org.pytorch.executorch.extension.llm.LlmCallback
+import org.pytorch.executorch.extension.llm.LlmModule
+
+/** Streams generated text for a prompt; greedy, so backends can be compared on the same output. */
+interface ChatEngine : Closeable {
+    /** Calls `onText` with each new piece of text; returns the number of generated tokens. */
+    fun generate(prompt: String, maxNew: Int, onText: (String) -> Unit): Int
+
+    fun stop()
+
+    companion object {
+        fun open(file: File, m: Manifest, tokenizer: File, threads: Int): ChatEngine = when (m.runtime()) {
+            "executorch" -> ExecuTorchChat(file, m, tokenizer)
+            "onnxruntime" -> OrtChat(file, m, tokenizer, threads)
+            else -> throw IllegalArgumentException(m.whyNotRunnable())
+        }
+    }
+}
+
+/** ExecuTorch's LLM runner (LlmModule) with the tokenizer file; it reads the .pte's metadata methods. */
+class ExecuTorchChat(file: File, private val m: Manifest, tokenizer: File) : ChatEngine {
+    private val module = LlmModule(file.path, tokenizer.path, 0.0f).also { it.load() }
+
+    override fun generate(prompt: String, maxNew: Int, onText: (String) -> Unit): Int {
+        var n = 0
+        module.resetContext()
+        module.generate(prompt, m.maxSeqLen, object : LlmCallback {
+            override fun onResult(result: String) {
+                n++
+                onText(result)
+                if (n >= maxNew) module.stop()
+            }
+
+            override fun onError(errorCode: Int, message: String) {
+                onText("\n[error $errorCode: $message]")
+            }
+        }, false)
+        return n
+    }
+
+    override fun stop() = module.stop()
+
+    override fun close() = module.close()
+}
+
+/** ONNX Runtime session + the Java SentencePiece tokenizer, greedy decoding with the KV cache. */
+class OrtChat(file: File, private val m: Manifest, tokenizer: File, threads: Int) : ChatEngine {
+    private val sp = SentencePiece.load(tokenizer)
+    private val session = OrtLlmSession(file, m, threads).also { it.load(); it.init() }
+
+    @Volatile private var stopped = false
+
+    init {
+        require(sp.vocabSize() == m.vocabSize) {
+            "${tokenizer.name} has ${sp.vocabSize()} pieces but ${m.artifact} a vocabulary of ${m.vocabSize}"
+        }
+    }
+
+    override fun generate(prompt: String, maxNew: Int, onText: (String) -> Unit): Int {
+        stopped = false
+        val ids = (listOf(sp.bosId) + sp.encode(prompt)).map { it.toLong() }.toLongArray()
+        require(ids.size < m.maxSeqLen) { "the prompt has ${ids.size} tokens; the artifact holds ${m.maxSeqLen}" }
+        var logits = session.forward(ids, 0, true)
+        val out = ArrayList<Int>()
+        var shown = ""
+        var pos = ids.size
+        while (!stopped && out.size < maxNew && pos < m.maxSeqLen) {
+            val tok = Benchmark.argmax(logits)
+            if (tok == sp.eosId) break
+            out += tok
+            val text = sp.decode(out)
+            if (text.length > shown.length && !text.endsWith("\uFFFD")) { // wait for whole UTF-8 characters
+                onText(text.substring(shown.length))
+                shown = text
+            }
+            logits = session.forward(longArrayOf(tok.toLong()), pos, true)
+            pos++
+        }
+        return out.size
+    }
+
+    override fun stop() {
+        stopped = true
+    }
+
+    override fun close() = session.close()
+}

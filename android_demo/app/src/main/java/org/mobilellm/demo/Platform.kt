@@ -1,0 +1,57 @@
+package org.mobilellm.demo
+
+import android.os.Build
+import android.os.Debug
+import java.io.File
+import java.text.SimpleDateFormat
+import java.util.Date
+import java.util.Locale
+import java.util.TimeZone
+import org.mobilellm.core.Benchmark
+import org.mobilellm.core.Results
+
+const val TAG = "MobileLLM"
+const val DEFAULT_DIR = "/data/local/tmp/mobilellm"
+
+/** What the results schema wants to know about this phone. */
+object DeviceInfo {
+    /** e.g. "Google Pixel 8 (Google Tensor G3)": model and SoC. */
+    fun device(): String {
+        val soc = if (Build.VERSION.SDK_INT >= 31 && Build.SOC_MODEL != Build.UNKNOWN) {
+            "${Build.SOC_MANUFACTURER} ${Build.SOC_MODEL}"
+        } else {
+            Build.HARDWARE
+        }
+        val maker = Build.MANUFACTURER.replaceFirstChar { it.uppercase() }
+        val model = if (Build.MODEL.startsWith(Build.MANUFACTURER, ignoreCase = true)) Build.MODEL else "$maker ${Build.MODEL}"
+        return "$model ($soc)"
+    }
+
+    fun os(): String = "Android ${Build.VERSION.RELEASE} (API ${Build.VERSION.SDK_INT})"
+
+    fun runtime(): MutableMap<String, Any> = linkedMapOf(
+        "executorch-android" to BuildConfig.EXECUTORCH_VERSION,
+        "onnxruntime-android" to BuildConfig.ONNXRUNTIME_VERSION,
+        "app" to BuildConfig.VERSION_NAME,
+    )
+
+    fun timestamp(): String = SimpleDateFormat("yyyy-MM-dd'T'HH:mm:ss'Z'", Locale.ROOT)
+        .apply { timeZone = TimeZone.getTimeZone("UTC") }
+        .format(Date())
+
+    fun context(threads: Int) = Results.Context(device(), os(), runtime(), threads, timestamp())
+}
+
+/** The monotonic clock and this process's proportional set size. */
+class AndroidProbe : Benchmark.Probe {
+    override fun nanoTime(): Long = System.nanoTime()
+
+    override fun pssMb(): Double = Debug.getPss() / 1024.0 // KiB -> MB as the host counts RSS
+}
+
+/** Writes `text` to `file` so a reader never sees half of it. */
+fun writeAtomically(file: File, text: String) {
+    val tmp = File(file.parentFile, ".${file.name}.tmp")
+    tmp.writeText(text)
+    check(tmp.renameTo(file)) { "cannot rename $tmp to $file" }
+}

@@ -1,0 +1,292 @@
+package org.mobilellm.core;
+
+import java.io.File;
+import java.io.IOException;
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.Method;
+import java.lang.reflect.Modifier;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Unit tests of the platform-free core with a self-made runner (no JUnit needed, so they run
+ * wherever a JDK is): every `static void test*()` here runs; the last line reads
+ * "N passed, M failed". Gradle runs the same methods through CoreJUnitTest.
+ */
+public final class CoreTests {
+  static final String MANIFEST = "{\"schema\": \"mobilellm.manifest\", \"version\": 1, \"artifact\": \"m.pte\","
+      + " \"backend\": \"executorch\", \"quant\": {\"scheme\": \"w8a8\"},"
+      + " \"model\": {\"name\": \"LS-125M\", \"variant\": \"2x30 shared\", \"stored_blocks\": 30,"
+      + " \"executed_blocks\": 60, \"repeat\": 2, \"param_count\": 124635456,"
+      + " \"args\": {\"vocab_size\": 32000, \"n_kv_heads\": 3, \"head_dim\": 64}},"
+      + " \"max_seq_len\": 512, \"tokenizer\": null, \"sha256\": \"ab\", \"sizes\": {\"file_bytes\": 150000000}}";
+
+  static void check(boolean ok, String what) {
+    if (!ok) throw new AssertionError(what);
+  }
+
+  static void near(double got, double want, String what) {
+    if (Math.abs(got - want) > 1e-9 * Math.max(1, Math.abs(want))) throw new AssertionError(what + ": got " + got + ", want " + want);
+  }
+
+  static void raises(Runnable r, String fragment) {
+    try {
+      r.run();
+    } catch (RuntimeException e) {
+      check(e.getMessage() != null && e.getMessage().contains(fragment), "message '" + e.getMessage() + "' lacks '" + fragment + "'");
+      return;
+    }
+    throw new AssertionError("no exception (expected one mentioning '" + fragment + "')");
+  }
+
+  // ------------------------------------------------------------------------------------ Json
+  static void testJsonRoundTrip() {
+    String text = "{\"a\": [1, 2.5, -3e-2, true, false, null], \"b\": {\"c\": \"q\\\"\\\\\\n\\u00e9\"}, \"d\": {}}";
+    Object doc = Json.parse(text);
+    check(Json.at(doc, "b.c").equals("q\"\\\n\u00e9"), "escapes");
+    List<?> a = (List<?>) Json.at(doc, "a");
+    check(a.get(0).equals(1L) && a.get(1).equals(2.5) && a.get(2).equals(-0.03), "numbers " + a);
+    check(Json.parse(Json.write(doc, 2)).equals(doc), "round trip (indented)");
+    check(Json.parse(Json.write(doc, 0)).equals(doc), "round trip (one line)");
+    check(Json.at(doc, "b.missing.x") == null, "missing path is null");
+  }
+
+  static void testJsonRejects() {
+    raises(() -> Json.parse("{\"a\": 1,}"), "expected a key");
+    raises(() -> Json.parse("[1 2]"), "expected ','");
+    raises(() -> Json.parse("{} x"), "trailing");
+    raises(() -> Json.write(Double.NaN, 0), "non-finite");
+  }
+
+  static void testJsonFloatFormat() {
+    check(Json.formatDouble(12.0).equals("12.0"), Json.formatDouble(12.0));
+    check(Json.formatDouble(0.001).equals("0.001"), Json.formatDouble(0.001));
+    check(Json.parse(Json.formatDouble(1e-7)).equals(1e-7), Json.formatDouble(1e-7));
+  }
+
+  // ------------------------------------------------------------------------------------ Stats
+  static void testStatsLikeNumpy() {
+    double[] xs = {10, 1, 9, 2, 8, 3, 7, 4, 6, 5};
+    near(Stats.median(xs), 5.5, "median");
+    near(Stats.percentile(xs, 10), 1.9, "p10");  // numpy.percentile(range(1, 11), 10)
+    near(Stats.percentile(xs, 90), 9.1, "p90");
+    near(Stats.min(xs), 1, "min");
+    near(Stats.median(new double[] {3, 1, 2}), 2, "odd median");
+    near(Stats.percentile(new double[] {7}, 90), 7, "one sample");
+    raises(() -> Stats.median(new double[0]), "no samples");
+  }
+
+  // ------------------------------------------------------------------------------------ Manifest
+  static void testManifestFields() throws Exception {
+    Manifest m = Manifest.parse(MANIFEST, "m.pte.manifest.json");
+    check(m.modelName.equals("LS-125M") && m.variant.equals("2x30 shared"), "model");
+    check(m.storedBlocks == 30 && m.executedBlocks == 60 && m.repeat == 2, "blocks");
+    check(m.scheme.equals("w8a8") && m.maxSeqLen == 512 && m.vocabSize == 32000, "scheme/len/vocab");
+    check(m.fileBytes == 150000000L && m.tokenizer == null, "size/tokenizer");
+    check("executorch".equals(m.runtime()), "runtime");
+    String emb8 = MANIFEST.replace("{\"scheme\": \"w8a8\"}", "{\"scheme\": \"w8a8\", \"quantize_embedding\": true}");
+    check(Manifest.parse(emb8, "x").scheme.equals("w8a8+emb8"), "int8 embedding named as mobilellm bench does");
+  }
+
+  static void testManifestErrorsNameTheField() {
+    String[][] cases = {
+      {MANIFEST.replace("mobilellm.manifest", "other"), "not a mobilellm manifest"},
+      {MANIFEST.replace("\"version\": 1", "\"version\": 7"), "version 7"},
+      {MANIFEST.replace("\"max_seq_len\": 512,", ""), "max_seq_len"},
+      {MANIFEST.replace("\"scheme\": \"w8a8\"", "\"scheme\": 8"), "quant.scheme"},
+      {"[1]", "not a JSON object"},
+      {"{", "invalid JSON"},
+    };
+    for (String[] c : cases) {
+      try {
+        Manifest.parse(c[0], "x.manifest.json");
+        throw new AssertionError("accepted: " + c[1]);
+      } catch (Manifest.Invalid e) {
+        check(e.getMessage().contains(c[1]) && e.getMessage().startsWith("x.manifest.json"), e.getMessage());
+      }
+    }
+  }
+
+  static void testManifestRuntimeChoice() throws Exception {
+    check("onnxruntime".equals(Manifest.parse(MANIFEST.replace("m.pte", "m.onnx").replace("\"executorch\"", "\"onnx\""), "x").runtime()), "onnx");
+    check("onnxruntime".equals(Manifest.parse(MANIFEST.replace("m.pte", "m.ort"), "x").runtime()), "ort");
+    Manifest coreml = Manifest.parse(MANIFEST.replace("\"executorch\"", "\"executorch-coreml\""), "x");
+    check(coreml.runtime() == null && coreml.whyNotRunnable().contains("Apple"), "coreml skipped");
+  }
+
+  static void testScanPairsManifestsWithArtifacts() throws Exception {
+    File dir = Files.createTempDirectory("scan").toFile();
+    try {
+      write(new File(dir, "m.pte"), "x");
+      write(new File(dir, "m.pte.manifest.json"), MANIFEST);
+      write(new File(dir, "gone.pte.manifest.json"), MANIFEST.replace("m.pte", "gone.pte"));
+      write(new File(dir, "m.pte.tokenizer.model"), "t");
+      write(new File(dir, "old.pte.failed.manifest.json"), MANIFEST);
+      List<Manifest.Entry> es = Manifest.scan(dir);
+      check(es.size() == 2, "two entries, got " + es.size());
+      check(es.get(0).file.getName().equals("gone.pte") && es.get(0).problem.contains("no artifact"), es.get(0).problem);
+      check(es.get(1).manifest != null && es.get(1).problem == null, "m.pte usable");
+      check(Manifest.tokenizerFor(dir, "m.pte").getName().equals("m.pte.tokenizer.model"), "tokenizer beside");
+      check(Manifest.tokenizerFor(dir, "gone.pte") == null, "no tokenizer");
+      try {
+        Manifest.scan(new File(dir, "nope"));
+        throw new AssertionError("scan of a missing dir");
+      } catch (Manifest.Invalid e) {
+        check(e.getMessage().contains("chmod"), e.getMessage());
+      }
+    } finally {
+      for (File f : dir.listFiles()) f.delete();
+      dir.delete();
+    }
+  }
+
+  static void write(File f, String s) throws IOException {
+    Files.write(f.toPath(), s.getBytes(StandardCharsets.UTF_8));
+  }
+
+  // ------------------------------------------------------------------------------------ Results
+  static void testResultsRecords() throws Exception {
+    Manifest m = Manifest.parse(MANIFEST, "x");
+    Results r = new Results(Fakes.context());
+    r.addSamples(m, "decode_ms", new double[] {10, 12, 11, 30}, null, null);
+    r.addSingle(m, "size_mb", 150.0, null, "n");
+    List<Map<String, Object>> recs = r.records();
+    check(recs.size() == 5, "4 statistics + 1 single");
+    String[] stats = {"median", "p10", "p90", "min", "single"};
+    for (int i = 0; i < 5; i++) check(recs.get(i).get("statistic").equals(stats[i]), "order " + i);
+    near((Double) recs.get(0).get("value"), 11.5, "median");
+    check(recs.get(0).get("samples").equals(4L) && recs.get(4).get("samples").equals(1L), "samples");
+    check(recs.get(0).get("unit").equals("ms") && recs.get(4).get("unit").equals("MB"), "units");
+    check(recs.get(0).keySet().iterator().next().equals("model"), "schema field order");
+    Object back = Json.parse(r.toJson());
+    check(Json.at(back, "schema").equals("mobilellm.results") && Json.at(back, "version").equals(1L), "envelope");
+  }
+
+  static void testResultsValidation() throws Exception {
+    Manifest m = Manifest.parse(MANIFEST, "x");
+    Results r = new Results(Fakes.context());
+    raises(() -> r.addSingle(m, "latency", 1, null, null), "unknown metric");
+    raises(() -> r.addSingle(m, "size_mb", Double.NaN, null, null), "not a finite number");
+    Results one = new Results(Fakes.context());
+    one.addSingle(m, "size_mb", 1, null, null);
+    Map<String, Object> rec = new java.util.LinkedHashMap<>(one.records().get(0));
+    rec.put("unit", "GB");
+    raises(() -> Results.validate(rec), "has unit MB");
+    rec.put("unit", "MB");
+    rec.put("extra", 1);
+    raises(() -> Results.validate(rec), "unknown field extra");
+  }
+
+  // ------------------------------------------------------------------------------------ Benchmark
+  static void testPlanCaps() {
+    check(Benchmark.prefillLen(512, 128) == 128, "P default");
+    check(Benchmark.prefillLen(128, 128) == 64, "P capped at max_seq_len/2");
+    check(Benchmark.genLen(128, 64, 64) == 64 && Benchmark.genLen(100, 50, 64) == 50, "N fits");
+    long[] ids = Benchmark.promptIds(5, 512);
+    check(Arrays.equals(ids, new long[] {1, 3 + 3, 10 + 3, 17 + 3, 24 + 3}), "the host's prompt " + Arrays.toString(ids));
+    for (long id : ids) check(id >= 1 && id < 512, "ids in vocabulary");
+  }
+
+  static Results runFake(String manifest, Benchmark.Config c) throws Exception {
+    Manifest m = Manifest.parse(manifest, "x");
+    Fakes.Clock clock = new Fakes.Clock();
+    Results r = new Results(Fakes.context());
+    Benchmark.run(() -> new Fakes.Session(clock, m.vocabSize), m, c, clock, r, line -> {});
+    return r;
+  }
+
+  static double value(Results r, String metric, String stat) {
+    for (Map<String, Object> rec : r.records()) {
+      if (rec.get("metric").equals(metric) && rec.get("statistic").equals(stat)) return (Double) rec.get("value");
+    }
+    throw new AssertionError("no " + metric + " " + stat);
+  }
+
+  static void testBenchmarkMeasuresEveryMetric() throws Exception {
+    Benchmark.Config c = new Benchmark.Config();
+    c.warmup = 2;
+    c.iters = 5;
+    c.genTokens = 8;
+    Results r = runFake(MANIFEST, c);
+    check(r.records().size() == 6 * 4 + 4, "6 timings x 4 statistics + 4 singles, got " + r.records().size());
+    // the fake clock: load 40 ms, init 1300 ms, decode 15 ms, prefill 2 + 0.9 * 128 ms, each +0..4%
+    check(value(r, "load_ms", "min") >= 40 && value(r, "load_ms", "p90") <= 41.6, "load");
+    check(value(r, "init_ms", "median") >= 1300 && value(r, "init_ms", "median") <= 1352, "init");
+    check(value(r, "decode_ms", "min") >= 15 && value(r, "decode_ms", "p90") <= 15.6 + 1e-9, "decode");
+    double prefill = value(r, "prefill_ms", "median");
+    check(prefill >= 117.2 && prefill <= 117.2 * 1.04 + 1e-6, "prefill of P=128 tokens: " + prefill);
+    double tps = value(r, "decode_tokens_per_s", "median");
+    check(tps > 1000 / 15.6 && tps <= 1000 / 15.0 + 1e-6, "tokens/s from 15 ms steps: " + tps);
+    near(value(r, "rss_after_init_mb", "single"), 210.5, "pss after init");
+    near(value(r, "rss_after_generate_mb", "single"), 231.25, "pss after generate");
+    near(value(r, "size_mb", "single"), 150, "size");
+    check(Math.abs(value(r, "kv_cache_mb", "single") - 2.0 * 60 * 3 * 512 * 64 * 4 / 1e6) < 1e-4, "kv cache");
+    for (Map<String, Object> rec : r.records()) {
+      if (rec.get("statistic").equals("single")) continue;
+      check(rec.get("samples").equals(5L), "samples = iters");
+    }
+  }
+
+  static void testBenchmarkClosesSessionsAndRejectsBadConfig() throws Exception {
+    Benchmark.Config c = new Benchmark.Config();
+    c.iters = 0;
+    raises(() -> {
+      try {
+        runFake(MANIFEST, c);
+      } catch (Exception e) {
+        throw new RuntimeException(e.getMessage());
+      }
+    }, "iters must be >= 1");
+    Manifest m = Manifest.parse(MANIFEST, "x");
+    Fakes.Clock clock = new Fakes.Clock();
+    Benchmark.Config ok = new Benchmark.Config();
+    ok.warmup = 1;
+    ok.iters = 2;
+    ok.genTokens = 2;
+    java.util.List<Fakes.Session> made = new java.util.ArrayList<>();
+    Benchmark.run(() -> {
+      Fakes.Session s = new Fakes.Session(clock, m.vocabSize);
+      made.add(s);
+      return s;
+    }, m, ok, clock, new Results(Fakes.context()), line -> {});
+    check(made.size() == 3, "warmup + iters sessions");
+    for (Fakes.Session s : made) check(s.closed, "every session closed");
+    // a runtime returning the wrong vocabulary is caught, not reported
+    try {
+      Benchmark.run(() -> new Fakes.Session(clock, 7), m, ok, clock, new Results(Fakes.context()), line -> {});
+      throw new AssertionError("wrong vocabulary accepted");
+    } catch (IllegalStateException e) {
+      check(e.getMessage().contains("vocab_size 32000"), e.getMessage());
+    }
+  }
+
+  // ------------------------------------------------------------------------------------ runner
+  public static int runAll() {
+    int passed = 0, failed = 0;
+    Method[] ms = CoreTests.class.getDeclaredMethods();
+    Arrays.sort(ms, (a, b) -> a.getName().compareTo(b.getName()));
+    for (Method mt : ms) {
+      if (!mt.getName().startsWith("test") || !Modifier.isStatic(mt.getModifiers())) continue;
+      try {
+        mt.invoke(null);
+        passed++;
+        System.out.println("ok   " + mt.getName());
+      } catch (InvocationTargetException e) {
+        failed++;
+        System.out.println("FAIL " + mt.getName() + ": " + e.getCause());
+      } catch (IllegalAccessException e) {
+        failed++;
+        System.out.println("FAIL " + mt.getName() + ": " + e);
+      }
+    }
+    System.out.println(passed + " passed, " + failed + " failed");
+    return failed;
+  }
+
+  public static void main(String[] args) {
+    System.exit(runAll() == 0 ? 0 : 1);
+  }
+}

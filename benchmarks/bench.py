@@ -1,0 +1,138 @@
+"""`mobilellm bench`: each artifact measured in fresh processes, summarised as schema records."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mobilellm.benchmarks import schema
+from mobilellm.errors import UserError
+from mobilellm.io import size_bytes
+from mobilellm.manifest import read_manifest, tool_versions
+
+TIMINGS = ("load_ms", "init_ms", "prefill_ms", "decode_ms")
+RATES = ("prefill_tokens_per_s", "decode_tokens_per_s")
+MEMORY = ("rss_after_init_mb", "rss_after_generate_mb")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    warmup: int = 3
+    iters: int = 20
+    threads: int = 2
+    prompt_len: int = 128
+    gen_tokens: int = 32
+    cold_runs: int = 3
+
+    def __post_init__(self):
+        for f in ("iters", "threads", "prompt_len", "gen_tokens", "cold_runs"):
+            if getattr(self, f) < 1:
+                raise UserError(f"--{f.replace('_', '-')} must be >= 1, got {getattr(self, f)}")
+        if self.warmup < 0:
+            raise UserError(f"--warmup must be >= 0, got {self.warmup}")
+
+
+def check_artifact(path: Path) -> tuple[dict, str | None]:
+    """(manifest, reason it cannot run here or None). Refuses what cannot be benchmarked at all."""
+    from mobilellm.export.base import get_backend
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
+    manifest = read_manifest(path, required=False)
+    if manifest is None:
+        raise UserError(f"{path} has no manifest ({path.name}.manifest.json): without it the model, variant and "
+                        f"scheme of the numbers are unknown; export it with `mobilellm export`")
+    return manifest, get_backend(manifest["backend"]).runtime_missing()
+
+
+def run_one(path: Path, cfg: BenchConfig, timeout: float = 1800) -> dict:
+    """Raw samples from `cold_runs` fresh processes, pooled."""
+    msl = read_manifest(path)["max_seq_len"]
+    prompt_len = min(cfg.prompt_len, msl // 2)
+    gen = min(cfg.gen_tokens, msl - prompt_len - 1)
+    spec = {"artifact": str(path), "threads": cfg.threads, "prompt_len": prompt_len, "warmup": cfg.warmup,
+            "iters": cfg.iters, "gen_tokens": gen}
+    pooled: dict[str, list] = {}
+    for _ in range(cfg.cold_runs):
+        p = subprocess.run([sys.executable, "-m", "mobilellm.benchmarks.measure", json.dumps(spec)],
+                           capture_output=True, text=True, timeout=timeout)
+        line = next((l for l in p.stdout.splitlines() if l.startswith("MEASURE ")), None)
+        if line is None:
+            raise UserError(f"benchmark process for {path} died (exit {p.returncode}): {p.stderr.strip()[-800:]}")
+        res = json.loads(line[len("MEASURE "):])
+        if "error" in res:
+            raise UserError(res["error"])
+        for k, v in res.items():
+            pooled.setdefault(k, []).extend(v if isinstance(v, list) else [v])
+    pooled["settings"] = {**asdict(cfg), "prompt_len": prompt_len, "gen_tokens": gen, "decode_position": prompt_len}
+    return pooled
+
+
+def records_for(path: Path, manifest: dict, raw: dict, threads: int) -> list[dict]:
+    base = base_fields(path, manifest, threads)
+    base["settings"] = raw.get("settings", {})
+    out = []
+
+    def add(metric, value, statistic, samples):
+        out.append({**base, "metric": metric, "unit": schema.METRICS[metric], "value": round(float(value), 4),
+                    "statistic": statistic, "samples": int(samples)})
+
+    for m in TIMINGS + RATES:
+        xs = np.asarray(raw.get(m, []), dtype=float)
+        if not len(xs):
+            continue
+        add(m, np.median(xs), "median", len(xs))
+        if len(xs) > 1:
+            add(m, np.percentile(xs, 10), "p10", len(xs))
+            add(m, np.percentile(xs, 90), "p90", len(xs))
+            add(m, xs.min(), "min", len(xs))
+    for m in MEMORY:
+        if raw.get(m):
+            add(m, np.median(raw[m]), "median", len(raw[m]))
+    add("size_mb", size_bytes(path) / 1e6, "single", 1)
+    add("kv_cache_mb", kv_cache_bytes(manifest) / 1e6, "single", 1)
+    return out
+
+
+def kv_cache_bytes(manifest: dict) -> int:
+    a = manifest["model"]["args"]
+    return 2 * manifest["model"]["executed_blocks"] * manifest["max_seq_len"] * a["n_kv_heads"] * a["head_dim"] * 4
+
+
+def base_fields(path: Path, manifest: dict, threads: int) -> dict:
+    mm = manifest["model"]
+    return {"model": mm["name"], "variant": mm["variant"], "stored_blocks": mm["stored_blocks"],
+            "executed_blocks": mm["executed_blocks"], "backend": manifest["backend"],
+            "scheme": manifest["quant"]["scheme"] + ("+emb8" if manifest["quant"].get("quantize_embedding") else ""),
+            "runtime": {k: v for k, v in tool_versions().items() if k in ("executorch", "onnxruntime", "coremltools",
+                                                                          "torch", "mobilellm")},
+            "threads": threads, "artifact": Path(path).name, "sha256": manifest.get("sha256", ""),
+            **schema.host_fields()}
+
+
+def missing_record(path: Path, manifest: dict, reason: str, threads: int) -> dict:
+    """A row that says why a number is absent (e.g. Core ML on Linux); kept out of the records."""
+    f = base_fields(path, manifest, threads)
+    return {"artifact": f["artifact"], "backend": f["backend"], "scheme": f["scheme"], "variant": f["variant"],
+            "reason": reason}
+
+
+def bench(paths: list[Path], cfg: BenchConfig, on_done=None) -> tuple[list[dict], list[dict]]:
+    """(records, skipped rows). An artifact that fails is reported and the others still run."""
+    records, skipped = [], []
+    for path in paths:
+        path = Path(path)
+        manifest, why = check_artifact(path)
+        if why:
+            skipped.append(missing_record(path, manifest, why, cfg.threads))
+            continue
+        raw = run_one(path, cfg)
+        recs = records_for(path, manifest, raw, cfg.threads)
+        records += recs
+        if on_done:
+            on_done(path, recs)
+    return records, skipped

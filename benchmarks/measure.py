@@ -1,0 +1,110 @@
+"""One artifact, one fresh process: raw samples of load / init / execute, tokens/s and memory.
+
+Run as `python -m mobilellm.benchmarks.measure SPEC_JSON`; prints one JSON object of raw samples.
+The parent (benchmarks/bench.py) turns samples from several cold processes into records.
+
+Definitions (the paper's, per backend):
+  load     reading the artifact into the runtime (ExecuTorch load_program; ORT reads the file)
+  init     making it ready to run (ExecuTorch load_method incl. XNNPACK packing; ORT session)
+  decode   one forward of 1 token at cache position P, after a P-token prefill
+  prefill  one forward of P tokens from position 0
+  tokens/s over a greedy generation: P-token prefill, then N decode steps
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB, from /proc (Linux)."""
+    cur = peak = float("nan")
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                cur = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+    except OSError:
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
+    return cur, peak
+
+
+def set_threads(n: int) -> None:
+    os.environ["MOBILELLM_THREADS"] = str(n)
+    import torch
+    torch.set_num_threads(n)
+    try:
+        from executorch.extension.pybindings import portable_lib
+        portable_lib._unsafe_reset_threadpool(n)
+    except (ImportError, AttributeError, RuntimeError):
+        pass
+
+
+def measure(spec: dict) -> dict:
+    from mobilellm.export.base import get_backend
+    from mobilellm.manifest import read_manifest
+
+    path = Path(spec["artifact"])
+    manifest = read_manifest(path)
+    backend = get_backend(manifest["backend"])
+    set_threads(spec["threads"])
+    prompt_len, warmup, iters, gen = spec["prompt_len"], spec["warmup"], spec["iters"], spec["gen_tokens"]
+    vocab = manifest["model"]["args"]["vocab_size"]
+    prompt = [1] + [(7 * i + 3) % (vocab - 3) + 3 for i in range(prompt_len - 1)]
+    out: dict = {"rss_before_load_mb": rss_mb()[0]}
+
+    session = backend.open(path, manifest)
+    t0 = time.perf_counter()
+    session.load()
+    t1 = time.perf_counter()
+    session.init()
+    t2 = time.perf_counter()
+    out.update(load_ms=[(t1 - t0) * 1e3], init_ms=[(t2 - t1) * 1e3], rss_after_init_mb=rss_mb()[0])
+
+    prefill = []
+    for i in range(warmup + iters):
+        a = time.perf_counter()
+        session.forward(prompt, 0)
+        if i >= warmup:
+            prefill.append((time.perf_counter() - a) * 1e3)
+    decode = []
+    for i in range(warmup + iters):  # the same step each time: position P, cache filled to P
+        a = time.perf_counter()
+        session.forward([5], prompt_len)
+        if i >= warmup:
+            decode.append((time.perf_counter() - a) * 1e3)
+    out.update(prefill_ms=prefill, decode_ms=decode)
+
+    session.reset()
+    a = time.perf_counter()
+    logits = session.forward(prompt, 0)
+    b = time.perf_counter()
+    tok = int(logits[-1].argmax())
+    for pos in range(prompt_len, prompt_len + gen):
+        tok = int(session.forward([tok], pos)[-1].argmax())
+    c = time.perf_counter()
+    out.update(prefill_tokens_per_s=[prompt_len / (b - a)], decode_tokens_per_s=[gen / (c - b)],
+               rss_after_generate_mb=rss_mb()[0], peak_rss_mb=rss_mb()[1])
+    return out
+
+
+def main(argv=None) -> int:
+    from mobilellm.errors import UserError
+    from mobilellm.logs import quiet
+    quiet()
+    spec = json.loads((argv or sys.argv[1:])[0])
+    try:
+        print("MEASURE " + json.dumps(measure(spec)), flush=True)
+    except UserError as e:
+        print("MEASURE " + json.dumps({"error": str(e)}), flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""`mobilellm report`: results files (host and phones) -> report.md, results.csv, PNG plots.
+
+The sharing comparison has the shape of the paper's latency table: for each device, backend and
+scheme, the base model (N blocks), its layer-shared twin (N stored, 2N executed) and the same
+depth unshared (2N blocks), with each variant's overhead over the base."""
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+from mobilellm.benchmarks import schema
+from mobilellm.errors import UserError
+from mobilellm.io import atomic_path
+
+# ../shared/MOBILELLM.md: FP16, iPhone 13, ExecuTorch MPS, mean of 50 iterations
+PAPER = {"base": (39.2, 1361.7, 15.6), "shared": (43.6, 1388.2, 16.0), "deep": (68.6, 3347.7, 29.0)}
+PAPER_LABEL = {"base": "125M, 30 layers", "shared": "LS-125M, 2x30 shared", "deep": "60 layers, unshared"}
+STAGES = ("load_ms", "init_ms", "decode_ms")
+
+
+def _key(r):
+    return (r["device"], r["backend"], r["scheme"])
+
+
+def _median(recs, metric, **match):
+    for r in recs:
+        if r["metric"] == metric and r["statistic"] in ("median", "single") and all(r[k] == v for k, v in match.items()):
+            return r["value"]
+    return None
+
+
+def sharing_rows(records: list[dict]) -> list[dict]:
+    """One row per (device, backend, scheme, N) with base/shared/deep figures where present."""
+    groups = defaultdict(list)
+    for r in records:
+        groups[_key(r)].append(r)
+    rows = []
+    for key, recs in sorted(groups.items()):
+        variants = {(r["stored_blocks"], r["executed_blocks"]) for r in recs}
+        for n, e in sorted(variants):
+            if n != e:
+                continue  # bases only; twins are looked up from them
+            row = {"device": key[0], "backend": key[1], "scheme": key[2], "n": n}
+            for kind, (sb, eb) in {"base": (n, n), "shared": (n, 2 * n), "deep": (2 * n, 2 * n)}.items():
+                vals = [_median(recs, m, stored_blocks=sb, executed_blocks=eb) for m in STAGES]
+                if any(v is not None for v in vals):
+                    row[kind] = vals
+            if "shared" in row or "deep" in row:
+                rows.append(row)
+    return rows
+
+
+def _fmt(v, nd=1):
+    return "n/a" if v is None else f"{v:,.{nd}f}"
+
+
+def _overhead(v, base):
+    return "" if v is None or not base else f" ({(v / base - 1) * 100:+.1f}%)"
+
+
+def sharing_markdown(rows: list[dict]) -> str:
+    out = []
+    for row in rows:
+        out.append(f"### {row['backend']} / {row['scheme']} on {row['device']} (N = {row['n']})\n")
+        out.append("| variant | load (ms) | init (ms) | execute (ms) | paper: load / init / execute (ms) |")
+        out.append("|---|---|---|---|---|")
+        base = row.get("base", [None] * 3)
+        for kind, label in (("base", f"{row['n']} layers"), ("shared", f"LS 2x{row['n']} shared"),
+                            ("deep", f"{2 * row['n']} layers, unshared")):
+            vals = row.get(kind)
+            p = PAPER[kind]
+            paper = f"{p[0]} / {p[1]} / {p[2]}" + (
+                f" ({(p[0] + p[1]) / sum(PAPER['base'][:2]) * 100 - 100:+.1f}% load+init, "
+                f"{(p[2] / PAPER['base'][2] - 1) * 100:+.1f}% execute)" if kind != "base" else "")
+            if vals is None:
+                out.append(f"| {label} | not measured | | | {paper} |")
+                continue
+            cells = [_fmt(v) + (_overhead(v, b) if kind != "base" else "") for v, b in zip(vals, base)]
+            out.append(f"| {label} | " + " | ".join(cells) + f" | {paper} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def artifact_table(records: list[dict]) -> str:
+    arts = defaultdict(dict)
+    for r in records:
+        if r["statistic"] in ("median", "single"):
+            arts[(r["device"], r.get("artifact", r["model"]), r["backend"], r["scheme"], r["variant"])][r["metric"]] = r["value"]
+    cols = [("size_mb", "size MB", 1), ("load_ms", "load ms", 1), ("init_ms", "init ms", 1),
+            ("decode_ms", "decode ms", 2), ("decode_tokens_per_s", "decode tok/s", 1),
+            ("prefill_tokens_per_s", "prefill tok/s", 0), ("rss_after_init_mb", "RSS init MB", 0),
+            ("kv_cache_mb", "KV cache MB", 1), ("perplexity", "ppl", 2)]
+    cols = [c for c in cols if any(c[0] in m for m in arts.values())]
+    lines = ["| device | artifact | backend | scheme | variant | " + " | ".join(c[1] for c in cols) + " |",
+             "|" + "---|" * (5 + len(cols))]
+    for (dev, art, be, sc, var), m in sorted(arts.items()):
+        lines.append(f"| {dev} | {art} | {be} | {sc} | {var} | " + " | ".join(_fmt(m.get(c[0]), c[2]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def plots(records: list[dict], out_dir: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    med = [r for r in records if r["statistic"] in ("median", "single")]
+    by_art = defaultdict(dict)
+    for r in med:
+        by_art[(r["device"], r["backend"], r["scheme"], r["variant"])][r["metric"]] = r["value"]
+    keys = sorted(k for k, m in by_art.items() if "decode_ms" in m)
+    written = []
+    if keys:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 0.45 * len(keys) + 2.5), sharey=True)
+        labels = [f"{be}/{sc}\n{var}" for _, be, sc, var in keys]
+        for ax, metric in zip(axes, STAGES):
+            ax.barh(range(len(keys)), [by_art[k].get(metric, 0) for k in keys], color="tab:blue")
+            ax.set_title(metric.replace("_ms", " (ms)"))
+            ax.set_yticks(range(len(keys)), labels, fontsize=8)
+            ax.invert_yaxis()
+        fig.suptitle("load / init / execute per variant and backend (median)")
+        fig.tight_layout()
+        written.append(_save(fig, out_dir / "latency.png"))
+        fig, ax = plt.subplots(figsize=(7, 5))
+        for k in keys:
+            m = by_art[k]
+            if "size_mb" in m:
+                ax.scatter(m["size_mb"], m["decode_ms"])
+                ax.annotate(f"{k[1]}/{k[2]} {k[3]}", (m["size_mb"], m["decode_ms"]), fontsize=7)
+        ax.set_xlabel("artifact size (MB)")
+        ax.set_ylabel("decode step (ms)")
+        ax.set_title("size vs decode latency")
+        fig.tight_layout()
+        written.append(_save(fig, out_dir / "size_vs_latency.png"))
+    plt.close("all")
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    return path
+
+
+def write_csv(records: list[dict], path: Path) -> Path:
+    cols = [c for c in schema.FIELDS if c not in ("runtime", "settings")] + ["runtime", "settings"]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in records:
+            w.writerow({c: r.get(c, "") for c in cols})
+    return path
+
+
+def build_report(result_paths: list[Path], out_dir: Path, notes: list[str] | None = None) -> Path:
+    if not result_paths:
+        raise UserError("no results files given")
+    records, missing = [], []
+    for p in result_paths:
+        records += schema.load(p)
+        missing += schema.load_missing(p)
+    if not records and not missing:
+        raise UserError("the results files hold no records")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    schema.save(out_dir / "results.json", records, missing) if len(result_paths) > 1 else None
+    write_csv(records, out_dir / "results.csv")
+    pngs = plots(records, out_dir)
+    md = ["# mobilellm report", ""]
+    md += [f"- {n}" for n in (notes or [])]
+    devices = sorted({r["device"] for r in records})
+    md += [f"- devices: {', '.join(devices)}", f"- {len(records)} records from {len(result_paths)} file(s)", ""]
+    md += ["## Layer sharing: load / init / execute", "",
+           "Execute is one decode step (median); overhead in brackets is relative to the N-layer base. "
+           "The paper's column is MobileLLM-125M, FP16, iPhone 13, ExecuTorch MPS (mean of 50).", ""]
+    rows = sharing_rows(records)
+    md.append(sharing_markdown(rows) if rows else "No complete variant set (N, LS 2xN, 2N) in these results.\n")
+    md += ["## Every artifact (medians)", "", artifact_table(records), ""]
+    if missing:
+        md += ["## Not measured here", "", "| artifact | backend | scheme | variant | why |", "|---|---|---|---|---|"]
+        md += [f"| {m.get('artifact')} | {m.get('backend')} | {m.get('scheme')} | {m.get('variant')} | {m.get('reason')} |"
+               for m in missing]
+        md.append("")
+    md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
+    md += ["Settings (warm-up, iterations, threads, prompt length, decode position, cold runs) are in each record's "
+           "`settings` field of results.json / results.csv.", ""]
+    path = out_dir / "report.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(md))
+    return path

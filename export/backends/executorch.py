@@ -1,0 +1,173 @@
+"""ExecuTorch `.pte`, XNNPACK-delegated: the headline artifact for Android and iOS CPUs.
+
+The decode/prefill graph uses ExecuTorch's LLM ops (`llama::update_cache`, `llama::custom_sdpa`;
+cache layout [B, S, Hkv, D], one slot per executed block) and carries the metadata methods and
+the `forward(tokens [1,T], input_pos [1])` contract of ExecuTorch's LLM runner, so
+`TextLLMRunner` (what Android's LlmModule and iOS's TextRunner wrap) generates from it."""
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mobilellm.errors import UserError
+from mobilellm.export.base import Backend, ExportConfig, Session, register
+from mobilellm.models.generate import EagerRunner, check_tokens
+
+SCHEMES = ("fp32", "w8a8", "w8a8-static", "8da4w")
+
+
+def llm_metadata(args, max_seq_len: int) -> dict:
+    """Constant methods ExecuTorch's LLM runners read (names as in examples/models/llama)."""
+    return {
+        "get_max_seq_len": max_seq_len, "get_max_context_len": max_seq_len, "get_vocab_size": args.vocab_size,
+        "get_n_layers": args.n_executed, "get_bos_id": 1, "get_eos_ids": [2], "use_kv_cache": True,
+        "use_sdpa_with_kv_cache": False, "enable_dynamic_shape": True,
+    }
+
+
+def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from mobilellm.quant import executorch as Q
+
+    args, msl = model.args, cfg.max_seq_len
+    em = copy.deepcopy(model).set_kv("custom").tie_output_module().eval().requires_grad_(False)
+    quant: dict = {}
+    with steps.step(f"quantize ({cfg.quant}{' + int8 embedding' if cfg.quantize_embedding else ''})"):
+        quant = Q.quantize_eager(em, cfg.quant, cfg.group_size, cfg.quantize_embedding)
+    example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0], dtype=torch.long))
+    dyn = ({1: torch.export.Dim("seq", min=1, max=msl - 1)}, None)
+    with steps.step("torch.export"), torch.no_grad():
+        ep = torch.export.export(em, example, dynamic_shapes=dyn, strict=False)
+    quant_ref = EagerRunner(em) if cfg.quant != "fp32" or cfg.quantize_embedding else None
+    if cfg.quant == "w8a8-static":
+        from mobilellm.quant.calibration import calibration_windows
+        from mobilellm.models.tokenizer import Tokenizer
+        tok = Tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+        windows, source = calibration_windows(cfg.calibration, args.vocab_size, tok)
+        with steps.step(f"calibrate and convert (PT2E, {len(windows)} windows)"):
+            gm, quant = Q.quantize_static_pt2e(ep, windows)
+            quant["calibration"] = source
+            quant_ref = _GraphRunner(gm, msl, args.vocab_size)
+            ep = torch.export.export(gm, example, dynamic_shapes=dyn, strict=False)
+    with steps.step("lower to XNNPACK"):
+        edge = to_edge_transform_and_lower(
+            ep, partitioner=[XnnpackPartitioner()], constant_methods=llm_metadata(args, msl),
+            compile_config=EdgeCompileConfig(_check_ir_validity=False))
+        delegation = delegation_report(edge.exported_program().graph_module)
+    with steps.step("serialize"):
+        prog = edge.to_executorch(ExecutorchBackendConfig(
+            extract_delegate_segments=True, do_quant_fusion_and_const_prop=cfg.quantize_embedding))
+        with open(out, "wb") as f:
+            prog.write_to_file(f)
+    return {"quant": quant, "delegation": delegation, "io": io_contract(args, msl),
+            "sizes": weight_bytes(args, cfg), "runtime": {"name": "executorch", "method": "forward"},
+            "quantized_reference": quant_ref}
+
+
+def io_contract(args, msl: int) -> dict:
+    return {"method": "forward", "inputs": {"tokens": f"int64 [1, T], 1 <= T <= {msl - 1}",
+                                            "input_pos": "int64 [1], start position of tokens[0]"},
+            "outputs": {"logits": f"float32 [1, T, {args.vocab_size}]"},
+            "kv_cache": f"inside the program: {args.n_executed} slots (one per executed block), "
+                        f"[1, {msl}, {args.n_kv_heads}, {args.head_dim}] fp32 each for k and v",
+            "metadata_methods": llm_metadata(args, msl)}
+
+
+def weight_bytes(args, cfg: ExportConfig) -> dict:
+    """Bytes of the embedding table and the output head as stored (the head is the same matrix:
+    XNNPACK holds it for the output GEMM, the gather table sits outside the delegate)."""
+    table = args.vocab_size * args.dim
+    emb = table + 4 * args.vocab_size if cfg.quantize_embedding else 4 * table
+    head = {"fp32": 4 * table, "w8a8": table + 4 * args.vocab_size, "w8a8-static": table + 4 * args.vocab_size,
+            "8da4w": table // 2 + 4 * args.vocab_size * (args.dim // cfg.group_size)}[cfg.quant]
+    return {"embedding_bytes": emb, "output_head_bytes": head, "embedding_stored_twice": True}
+
+
+def delegation_report(gm) -> dict:
+    """Which ops XNNPACK took and which stayed in the portable runtime."""
+    outside = Counter()
+    delegates = 0
+    for n in gm.graph.nodes:
+        if n.op != "call_function":
+            continue
+        name = getattr(n.target, "__name__", str(n.target))
+        if name == "executorch_call_delegate":
+            delegates += 1
+        elif "." in name:  # an operator (plain Python callables are symbolic-shape arithmetic)
+            outside[name.removeprefix("aten.").removesuffix(".default")] += 1
+    return {"xnnpack_partitions": delegates, "ops_outside_xnnpack": dict(outside.most_common()),
+            "summary": f"{delegates} XNNPACK partitions; outside: "
+                       + ", ".join(f"{k} x{v}" for k, v in outside.most_common(6))}
+
+
+class _GraphRunner(EagerRunner):
+    """Runs a PT2E-converted graph module (its cache buffers inside) like the eager model."""
+
+    def __init__(self, gm, max_seq_len, vocab_size):
+        self.model, self.max_seq_len, self.vocab_size = gm, max_seq_len, vocab_size
+
+    def reset(self):
+        for name, b in self.model.named_buffers():
+            if "cache" in name:
+                b.zero_()
+
+
+class ExecuTorchSession(Session):
+    """load = Runtime.load_program, init = Program.load_method('forward'), execute = Method.execute.
+
+    The KV cache lives in the loaded method; `reset` needs no work because every call writes
+    positions start..start+T-1 and attends only to positions below start+T."""
+
+    def __init__(self, path: Path, manifest: dict | None):
+        import executorch.kernels.quantized  # noqa: F401  int8 embedding kernels
+        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  llama::* kernels
+        from executorch.runtime import Runtime
+        self.runtime = Runtime.get()  # imports and runtime start-up are not part of "load"
+        self.path = Path(path)
+        m = manifest or {}
+        self.max_seq_len = m.get("max_seq_len")
+        self.vocab_size = (m.get("model") or {}).get("args", {}).get("vocab_size")
+        self.program = self.method = None
+
+    def load(self):
+        if not self.path.is_file():
+            raise UserError(f"{self.path} does not exist")
+        try:
+            self.program = self.runtime.load_program(self.path)
+        except (RuntimeError, ValueError) as e:
+            raise UserError(f"{self.path} is not a loadable ExecuTorch program (corrupt or truncated?): {e}") from None
+
+    def init(self):
+        try:
+            self.method = self.program.load_method("forward")
+        except (RuntimeError, ValueError) as e:
+            raise UserError(f"{self.path}: cannot initialise method 'forward': {e}") from None
+        if self.method is None:
+            raise UserError(f"{self.path} has no 'forward' method")
+        meta = {n: self.program.load_method(n).execute([])[0] for n in ("get_max_seq_len", "get_vocab_size")
+                if n in self.program.method_names}
+        self.max_seq_len = int(meta.get("get_max_seq_len", self.max_seq_len or 0))
+        self.vocab_size = int(meta.get("get_vocab_size", self.vocab_size or 0))
+
+    def execute(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        return self.method.execute((tokens, input_pos))[0]
+
+    def forward(self, ids, start_pos):
+        check_tokens(ids, start_pos, self.max_seq_len, self.vocab_size)
+        out = self.execute(torch.tensor([list(ids)], dtype=torch.long), torch.tensor([start_pos], dtype=torch.long))
+        return out[0].numpy().astype(np.float32, copy=False)
+
+    def reset(self):
+        pass
+
+
+register(Backend(
+    name="executorch", suffix=".pte", schemes=SCHEMES,
+    summary="ExecuTorch .pte, XNNPACK delegate (Android/iOS CPU), llama custom SDPA + KV-cache ops",
+    export=export_model, open=ExecuTorchSession,
+))

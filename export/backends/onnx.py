@@ -1,0 +1,308 @@
+"""ONNX backend: the prefill/decode step as one ONNX graph for onnxruntime, plus its ORT-format twin.
+
+ONNX has no mutable state, so the KV cache crosses the graph boundary (kv kind "io"): inputs
+`tokens` [1, T], `input_pos` [1] and `past_key_values.N.{key,value}` [1, Hkv, P, D], outputs `logits`
+[1, T, V] and `present.N.{key,value}` [1, Hkv, P+T, D], one pair per *executed* block (the
+onnxruntime-genai / optimum names). T and P are dynamic: one graph serves prefill and decode.
+The `.ort` beside the `.onnx` is what onnxruntime-mobile loads on Android and iOS."""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import copy
+import io
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobilellm.errors import UserError, VerificationError
+from mobilellm.export.base import Backend, Session, register
+from mobilellm.models.generate import check_tokens
+
+OPSET = 20
+SCHEMES = ("w8a8", "w8a8-dynamic", "fp32")
+DESCRIPTIONS = {  # what each scheme means here (the generic SCHEME_HELP text is ExecuTorch's reading)
+    "w8a8": "QDQ static: int8 per-channel symmetric weights, uint8 per-tensor activations calibrated on text",
+    "w8a8-dynamic": "int8 per-channel weights, uint8 activations quantized per call (onnxruntime quantize_dynamic)",
+    "fp32": "no quantization",
+}
+CALIB_PREFILL, CALIB_DECODE, CALIB_WINDOWS = 32, 24, 2  # per calibration window: prefill, then decode steps
+META = "mobilellm."  # metadata_props prefix: the file describes itself (no manifest needed to run it)
+
+
+def io_names(n_executed: int) -> tuple[list[str], list[str]]:
+    kv = [(i, w) for i in range(n_executed) for w in ("key", "value")]
+    return (["tokens", "input_pos"] + [f"past_key_values.{i}.{w}" for i, w in kv],
+            ["logits"] + [f"present.{i}.{w}" for i, w in kv])
+
+
+class _LinearT(nn.Module):
+    """y = x @ W^T with W^T stored: the graph gets MatMul(x, initializer) and no Transpose, so a
+    block run twice (layer sharing) uses one initializer and quantizers see a constant weight."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.weight_t = nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)
+
+    def forward(self, x):
+        return x @ self.weight_t
+
+
+class _IOGraph(nn.Module):
+    """forward(tokens, input_pos, past) -> (logits, presents): the model with its cache as tensors."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.m = copy.deepcopy(model).set_kv("io")  # the caller's model stays the eager reference
+        emb = self.m.model.embed_tokens.weight  # a tied output head stays one table (see quant/onnx.py)
+        for parent in list(self.m.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Linear) and child.weight is not emb:
+                    setattr(parent, name, _LinearT(child))
+        self.eval()
+
+    def forward(self, tokens, input_pos, past):
+        for kv, (k, v) in zip(self.m.kv, past):
+            kv.past = (k, v)
+        logits = self.m(tokens, input_pos)
+        return logits, [kv.present for kv in self.m.kv]
+
+
+def _export_float(model, path: Path, max_seq_len: int) -> None:
+    a = model.args
+    g = _IOGraph(model)
+    P, T = 3, 2  # sample sizes other than 0/1, which torch.export would specialise
+    past = [tuple(torch.zeros(1, a.n_kv_heads, P, a.head_dim) for _ in range(2)) for _ in range(a.n_executed)]
+    seq = torch.export.Dim("sequence_length", min=1, max=max_seq_len)
+    pst = torch.export.Dim("past_sequence_length", min=0, max=max_seq_len - 1)
+    shapes = {"tokens": {1: seq}, "input_pos": None, "past": [({2: pst}, {2: pst})] * a.n_executed}
+    ins, outs = io_names(a.n_executed)
+    with _quiet():
+        prog = torch.onnx.export(g, (torch.zeros(1, T, dtype=torch.long), torch.tensor([P]), past), dynamo=True,
+                                 dynamic_shapes=shapes, input_names=ins, output_names=outs, opset_version=OPSET,
+                                 verbose=False)
+    import onnx
+    proto = prog.model_proto
+    for n in proto.graph.node:  # per-node exporter notes: local source paths and stack traces
+        del n.metadata_props[:]
+        n.doc_string = ""
+    onnx.save(proto, str(path))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter and converter print progress, warnings and INFO logs; show them only on failure."""
+    buf = io.StringIO()
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(buf), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    except Exception:
+        print(buf.getvalue(), file=sys.stderr)
+        raise
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _new_session(source, threads: int = 2, ort_format: bool = False):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.log_severity_level = 3
+    if ort_format:
+        so.add_session_config_entry("session.load_model_format", "ORT")
+    return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+
+
+def _calibration_feeds(float_path: Path, model, cfg) -> tuple[list[dict], str]:
+    """Inputs for static calibration: per text window, a prefill chunk, then decode steps that
+    feed the real cache back, so activation ranges cover both shapes the app runs."""
+    from mobilellm.quant.calibration import calibration_windows
+    tok = None
+    if cfg.tokenizer is not None:
+        from mobilellm.models.tokenizer import Tokenizer
+        tok = Tokenizer(cfg.tokenizer)
+        tok.check_vocab(model.args.vocab_size)
+    window = min(CALIB_PREFILL + CALIB_DECODE, cfg.max_seq_len)
+    windows, source = calibration_windows(cfg.calibration, model.args.vocab_size, tok, window=window,
+                                          max_windows=CALIB_WINDOWS)
+    a = model.args
+    sess = _new_session(str(float_path), threads=_threads())
+    ins, outs = io_names(a.n_executed)
+    feeds = []
+    for ids in windows:
+        past = [np.zeros((1, a.n_kv_heads, 0, a.head_dim), np.float32)] * (2 * a.n_executed)
+        pos = 0
+        for chunk in [ids[:CALIB_PREFILL]] + [[t] for t in ids[CALIB_PREFILL:]]:
+            feed = dict(zip(ins, [np.array([chunk], np.int64), np.array([pos], np.int64), *past]))
+            feeds.append(feed)
+            past = sess.run(outs, feed)[1:]
+            pos += len(chunk)
+    return feeds, f"{source}; {len(feeds)} calls: per window a prefill of up to {CALIB_PREFILL} tokens, then decode steps"
+
+
+def _threads() -> int:
+    raw = os.environ.get("MOBILELLM_THREADS", "2")
+    if not raw.isdigit() or int(raw) < 1:
+        raise UserError(f"MOBILELLM_THREADS must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+def _set_metadata(path: Path, model, cfg) -> dict:
+    import onnx
+    from mobilellm.quant.onnx import initializer_bytes
+    m = onnx.load(str(path))
+    facts = {"max_seq_len": cfg.max_seq_len, "vocab_size": model.args.vocab_size, "quant": cfg.quant,
+             "executed_blocks": model.args.n_executed, "model": model.args.name}
+    del m.metadata_props[:]
+    onnx.helper.set_model_props(m, {META + k: str(v) for k, v in facts.items()})
+    onnx.save(m, str(path))
+    dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
+    io_ = {"inputs": {v.name: dims(v) for v in m.graph.input}, "outputs": {v.name: dims(v) for v in m.graph.output}}
+    return {"io": io_, "opset": {o.domain or "ai.onnx": o.version for o in m.opset_import},
+            "sizes": initializer_bytes(m)}
+
+
+def _write_ort(onnx_path: Path) -> Path:
+    """ORT format for onnxruntime-mobile, optimized (Fixed style) for ARM: QDQ kept as int8."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+    with _quiet():
+        convert_onnx_models_to_ort(onnx_path, output_dir=onnx_path.parent,
+                                   optimization_styles=[OptimizationStyle.Fixed], target_platform="arm")
+    return onnx_path.with_suffix(".ort")
+
+
+def _export(model, cfg, tmp: Path, steps) -> dict:
+    if cfg.quantize_embedding:
+        raise UserError("--quantize-embedding is not implemented by the ONNX backend: its embedding table stays "
+                        "float32 (the tied output projection is quantized); drop the flag or use --backend executorch")
+    stage = Path(tempfile.mkdtemp(prefix=".partial-onnx-", dir=Path(tmp).parent))
+    atexit.register(shutil.rmtree, stage, ignore_errors=True)  # the .ort waits here until published
+    try:
+        return _export_in(model, cfg, tmp, steps, stage)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _export_in(model, cfg, tmp: Path, steps, stage: Path) -> dict:
+    from mobilellm.export import verify as V
+    from mobilellm.models.generate import EagerRunner
+    from mobilellm.quant.onnx import quantize
+    float_path, final = stage / "float.onnx", stage / "model.onnx"
+    with steps.step(f"torch.onnx export (dynamo, opset {OPSET})"):
+        _export_float(model, float_path, cfg.max_seq_len)
+    calib = None
+    with steps.step(f"quantize {cfg.quant}"):
+        feeds = None
+        if cfg.quant == "w8a8":
+            feeds, calib = _calibration_feeds(float_path, model, cfg)
+        info = quantize(float_path, final, cfg.quant, feeds, cfg.quantize_embedding)
+    facts = _set_metadata(final, model, cfg)
+    with steps.step("ORT format (.ort)"):
+        ort_path = _write_ort(final)
+    with steps.step("verify .ort"):
+        model.reset_cache()
+        try:
+            sess = _open(ort_path, {})
+            sess.load()
+            sess.init()
+            ort_report = V.verify(sess, EagerRunner(model), cfg.quant)
+        except VerificationError as e:
+            raise VerificationError(f"the ORT-format model: {e}") from None
+    os.replace(final, tmp)
+    quant = {**info, "description": DESCRIPTIONS[cfg.quant], "calibration": calib, "opset": OPSET}
+    return {**facts, "quant": quant, "threads_default": "MOBILELLM_THREADS or 2 (intra-op)",
+            "sizes": {**facts["sizes"], "ort_file_bytes": ort_path.stat().st_size},
+            "companions": [{"path": ort_path, "suffix": ".ort",
+                            "manifest": {"format": "ORT (onnxruntime-mobile)", "verification": ort_report}}]}
+
+
+class OnnxSession(Session):
+    """An `.onnx` or `.ort` file in an onnxruntime InferenceSession; the cache lives here between calls."""
+
+    def __init__(self, path: Path, manifest: dict | None = None):
+        self.path, self.manifest = Path(path), manifest or {}
+        self.max_seq_len = self.manifest.get("max_seq_len")
+        self.vocab_size = ((self.manifest.get("model") or {}).get("args") or {}).get("vocab_size")
+        self.threads = _threads()
+        self._bytes = self._sess = None
+
+    def load(self) -> None:
+        try:
+            self._bytes = self.path.read_bytes()
+        except OSError as e:
+            raise UserError(f"cannot read {self.path}: {e.strerror}") from None
+        if not self._bytes:
+            raise UserError(f"{self.path} is empty; re-export it with `mobilellm export --backend onnx`")
+
+    def init(self) -> None:
+        if self._bytes is None:
+            self.load()
+        is_ort = self.path.suffix == ".ort" or self._bytes[4:8] == b"ORTM"
+        try:
+            self._sess = _new_session(self._bytes, self.threads, ort_format=is_ort)
+        except Exception as e:  # InvalidProtobuf, Fail, InvalidGraph ... all mean the same to a user
+            why = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise UserError(f"{self.path} is not a loadable {'ORT-format' if is_ort else 'ONNX'} model: {why}; "
+                            f"re-export it with `mobilellm export --backend onnx`") from None
+        meta = self._sess.get_modelmeta().custom_metadata_map
+        names = [i.name for i in self._sess.get_inputs()]
+        if META + "max_seq_len" not in meta or names[:2] != ["tokens", "input_pos"]:
+            raise UserError(f"{self.path} is an ONNX model but not a mobilellm export (expected inputs tokens, "
+                            f"input_pos, past_key_values.N.key/value and {META}* metadata; found {names[:4]})")
+        self.max_seq_len, self.vocab_size = int(meta[META + "max_seq_len"]), int(meta[META + "vocab_size"])
+        self._in, self._out = names, [o.name for o in self._sess.get_outputs()]
+        self._empty = [np.zeros([0 if isinstance(d, str) or d is None else d for d in i.shape], np.float32)
+                       for i in self._sess.get_inputs()[2:]]
+        self._bytes = None  # the session holds its own copy
+        self.reset()
+
+    def reset(self) -> None:
+        import onnxruntime as ort
+        self._past = [ort.OrtValue.ortvalue_from_numpy(e) for e in self._empty]
+        self._len = 0
+
+    def forward(self, ids, start_pos: int) -> np.ndarray:
+        import onnxruntime as ort
+        check_tokens(ids, start_pos, self.max_seq_len, self.vocab_size)
+        if start_pos > self._len:
+            raise UserError(f"start position {start_pos} skips past the cache, which holds {self._len} positions")
+        if start_pos < self._len:  # rewind: keep the first start_pos positions
+            self._past = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(p.numpy()[:, :, :start_pos]))
+                          for p in self._past]
+        feed = {"tokens": ort.OrtValue.ortvalue_from_numpy(np.array([list(ids)], np.int64)),
+                "input_pos": ort.OrtValue.ortvalue_from_numpy(np.array([start_pos], np.int64)),
+                **dict(zip(self._in[2:], self._past))}
+        out = self._sess.run_with_ort_values(self._out, feed)
+        self._past, self._len = list(out[1:]), start_pos + len(ids)
+        return out[0].numpy()[0].astype(np.float32, copy=False)
+
+
+def _open(path, manifest) -> OnnxSession:
+    return OnnxSession(Path(path), manifest)
+
+
+def _runtime_missing():
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        return f"onnxruntime is not installed ({e})"
+    return None
+
+
+register(Backend(
+    name="onnx", suffix=".onnx", schemes=SCHEMES, default_scheme="w8a8",
+    summary="torch.onnx (dynamo) graph with the KV cache as inputs/outputs, onnxruntime CPU; .ort beside it "
+            "for onnxruntime-mobile",
+    export=_export, open=_open, runtime_missing=_runtime_missing,
+))

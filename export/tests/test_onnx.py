@@ -1,0 +1,154 @@
+"""ONNX backend: export per scheme through the shared pipeline (verified against eager PyTorch),
+the cache as named inputs/outputs per executed block, shared weights stored once, the .ort twin,
+generate over both files, and one clear error for each bad input."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from mobilellm.errors import UserError
+from mobilellm.export.backends.onnx import OnnxSession, _export_float, io_names
+from mobilellm.export.base import ExportConfig, get_backend
+from mobilellm.export.pipeline import export_artifact
+from mobilellm.models.config import from_name
+from mobilellm.models.model import build
+
+MSL = 64
+
+
+def _export(out, scheme, repeat=1, **cfg):
+    model = build(from_name("tiny-random", repeat=repeat), seed=1, max_seq_len=MSL)
+    return export_artifact(model, "random (seed 1)", get_backend("onnx"), ExportConfig(quant=scheme, max_seq_len=MSL, **cfg),
+                           out, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    return {s: _export(out, s) for s in ("fp32", "w8a8", "w8a8-dynamic")}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("onnx_ls"), "w8a8", repeat=2)
+
+
+def _session(path):
+    s = OnnxSession(path)
+    s.load()
+    s.init()
+    return s
+
+
+@pytest.mark.parametrize("scheme", ["fp32", "w8a8", "w8a8-dynamic"])
+def test_each_scheme_exports_and_verifies(exported, scheme):
+    path, m = exported[scheme]
+    assert path.is_file() and path.suffix == ".onnx"
+    v = m["verification"]
+    assert v["passed"] and v["scheme"] == scheme, v
+    assert m["opset"]["ai.onnx"] == 20 and m["quant"]["scheme"] == scheme
+    assert m["sizes"]["embedding_bytes"] > 0 and m["sizes"]["blocks_bytes"] > 0
+    if scheme != "fp32":
+        q = m["quant"]
+        assert q["quantized_matmuls"] == 7 * 2 + 1  # 7 projections per stored block + the output projection
+        assert len(q["excluded_nodes"]) == 2 * 2  # the two attention MatMuls per executed block
+    if scheme == "w8a8":
+        assert m["quant"]["activation_type"].startswith("uint8") and "seeded random" in m["quant"]["calibration"]
+
+
+def test_cache_names_one_pair_per_executed_block(exported, shared):
+    for (path, m), executed in ((exported["fp32"], 2), (shared, 4)):
+        ins, outs = io_names(executed)
+        g = onnx.load(str(path), load_external_data=False).graph
+        assert [i.name for i in g.input] == ins and [o.name for o in g.output] == outs
+        assert list(m["io"]["inputs"]) == ins and m["io"]["inputs"]["tokens"][1] == "sequence_length"
+        assert ins[-1] == f"past_key_values.{executed - 1}.value" and outs[1] == "present.0.key"
+    assert shared[1]["model"]["executed_blocks"] == 2 * exported["fp32"][1]["model"]["executed_blocks"]
+
+
+def test_shared_weights_stored_once(exported, shared):
+    # the LS model's stored weights are byte-for-byte the size of the unshared one's
+    assert shared[1]["sizes"]["blocks_bytes"] == exported["w8a8"][1]["sizes"]["blocks_bytes"]
+    assert shared[1]["sizes"]["embedding_bytes"] == exported["w8a8"][1]["sizes"]["embedding_bytes"]
+
+
+def test_layer_shared_file_within_one_percent(tmp_path):
+    # wide enough that weights, not graph nodes, make the file (as in the released sizes)
+    sizes = {}
+    for repeat in (1, 2):
+        a = from_name("tiny-random", dim=512, ffn_hidden=1536, n_heads=8, n_kv_heads=2, head_dim=64, repeat=repeat)
+        _export_float(build(a, max_seq_len=MSL), tmp_path / f"r{repeat}.onnx", MSL)
+        sizes[repeat] = (tmp_path / f"r{repeat}.onnx").stat().st_size
+    assert sizes[2] / sizes[1] - 1 < 0.01, sizes
+
+
+def test_no_nan_with_dynamic_quantization(exported):
+    # masks, RoPE and embedding tables stay float: a quantized -inf mask gives NaN
+    s = _session(exported["w8a8-dynamic"][0])
+    ids = [1] + np.random.default_rng(0).integers(3, 512, 47).tolist()
+    out = [s.forward(ids[:40], 0)] + [s.forward([t], 40 + i) for i, t in enumerate(ids[40:])]
+    assert np.isfinite(np.concatenate(out)).all()
+    g = onnx.load(str(exported["w8a8-dynamic"][0])).graph
+    quantized_inputs = {n.output[0] for n in g.node if n.op_type == "DynamicQuantizeLinear"}
+    assert {n.op_type for n in g.node if quantized_inputs & set(n.input)} == {"MatMulInteger"}
+
+
+def test_prefill_decode_and_rewind(exported):
+    s = _session(exported["fp32"][0])
+    ids = [1] + np.random.default_rng(0).integers(3, 512, 47).tolist()
+    full = s.forward(ids, 0)
+    assert full.shape == (48, 512) and full.dtype == np.float32
+    s.forward(ids[:40], 0)
+    steps = np.concatenate([s.forward([t], 40 + i) for i, t in enumerate(ids[40:])])
+    assert np.allclose(steps, full[40:], atol=1e-4)
+    again = s.forward(ids[44:], 44)  # rewind: the cache keeps the first 44 positions
+    assert np.allclose(again, full[44:], atol=1e-4)
+    with pytest.raises(UserError, match="maximum sequence length 64"):
+        s.forward([5] * 30, 40)
+    with pytest.raises(UserError, match="skips past the cache"):
+        s.forward([5], 60)
+
+
+def test_threads_setting(exported, monkeypatch):
+    monkeypatch.setenv("MOBILELLM_THREADS", "3")
+    assert OnnxSession(exported["fp32"][0]).threads == 3
+    monkeypatch.setenv("MOBILELLM_THREADS", "many")
+    with pytest.raises(UserError, match="MOBILELLM_THREADS must be a positive integer"):
+        OnnxSession(exported["fp32"][0])
+
+
+def test_ort_format_written_verified_and_loads(exported):
+    path, m = exported["w8a8"]
+    ort_path = path.with_suffix(".ort")
+    man = json.loads((ort_path.parent / (ort_path.name + ".manifest.json")).read_text())
+    assert man["artifact"] == ort_path.name and man["companion_of"] == path.name and man["verification"]["passed"]
+    assert man["sizes"]["file_bytes"] == ort_path.stat().st_size
+    a, b = _session(path), _session(ort_path)
+    ids = [1, 7, 9, 11]
+    assert np.allclose(a.forward(ids, 0), b.forward(ids, 0), atol=1e-3)
+
+
+def test_generate_over_onnx_and_ort(cli, exported):
+    path = exported["fp32"][0]
+    for p in (path, path.with_suffix(".ort")):
+        r = cli("generate", "--artifact", p, "--prompt-ids", "1,5,9", "--max-new-tokens", "5")
+        assert len(r.stdout.split()) == 5 and "(onnx)" in r.stderr
+    eager = cli("generate", "--model", "tiny-random", "--seed", "1", "--max-seq-len", str(MSL),
+                "--prompt-ids", "1,5,9", "--max-new-tokens", "5")
+    assert r.stdout == eager.stdout  # greedy tokens match eager PyTorch
+
+
+def test_corrupt_onnx_is_a_clear_error(cli, exported, tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(exported["fp32"][0].read_bytes()[:1000])
+    r = cli("generate", "--artifact", bad, "--prompt-ids", "1,2", check_rc=2)
+    assert f"{bad} is not a loadable ONNX model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unsupported_scheme_and_options_refused(tmp_path):
+    with pytest.raises(UserError, match="cannot do quantization scheme '8da4w'; valid for onnx: w8a8, w8a8-dynamic, fp32"):
+        _export(tmp_path, "8da4w")
+    with pytest.raises(UserError, match="--quantize-embedding is not implemented by the ONNX backend"):
+        _export(tmp_path, "w8a8-dynamic", quantize_embedding=True)
+    assert not list(tmp_path.iterdir())  # nothing half-written is left under a final name

@@ -1,0 +1,158 @@
+import Foundation
+
+/// Measures one artifact with the definitions of `mobilellm bench` on the host:
+///   load_ms / init_ms   load+init cycles, each with a fresh runtime object (LLMSession.open)
+///   prefill_ms          one forward of P tokens at position 0
+///   decode_ms           one forward of 1 token at position P, after a P-token prefill
+///   decode_tokens_per_s N greedy tokens after a P-token prefill, argmax included
+///   rss_*_mb            phys_footprint after init and after the generations; size_mb on disk
+/// Warmup runs are discarded; timings give median, p10, p90 and min records.
+struct BenchmarkRunner {
+  var settings: BenchSettings
+  var hostDeviceName: String? = nil
+  var log: (String) -> Void = { print($0) }
+
+  func run(_ a: LibraryArtifact) async throws -> [ResultRecord] {
+    let m = a.manifest, s = settings
+    guard let vocab = m.vocabSize else { throw CoreError("\(a.name): manifest has no model.args.vocab_size") }
+    let (p, n) = try s.plan(maxSeqLen: m.maxSeqLen)
+
+    log("\(a.name): load + init x\(s.loadWarmup + s.loadIters)")
+    var loads: [Double] = [], inits: [Double] = []
+    var session: LLMSession? = nil
+    for i in 0..<(s.loadWarmup + s.loadIters) {
+      session = nil  // the previous runtime object goes before the next one comes
+      let fresh = try Runtimes.session(for: a)
+      let t = try await fresh.open()
+      if i >= s.loadWarmup { loads.append(t.loadMs); inits.append(t.initMs) }
+      session = fresh
+    }
+    guard let llm = session else { throw CoreError("no load+init cycle ran") }
+    let afterInit = DeviceInfo.footprint()
+
+    log("\(a.name): prefill \(p) tokens x\(s.warmup + s.iters)")
+    let prompt = benchmarkPrompt(count: p, vocabSize: vocab)
+    var prefill: [Double] = [], last: [Float] = []
+    for i in 0..<(s.warmup + s.iters) {
+      try llm.reset()
+      let t0 = now()
+      last = try llm.forward(prompt, startPos: 0)
+      let dt = ms(since: t0)
+      if i >= s.warmup { prefill.append(dt) }
+    }
+
+    log("\(a.name): decode at position \(p) x\(s.warmup + s.iters)")
+    let next = [argmax(last)]
+    var decode: [Double] = []
+    for i in 0..<(s.warmup + s.iters) {
+      let t0 = now()
+      _ = try llm.forward(next, startPos: p)
+      let dt = ms(since: t0)
+      if i >= s.warmup { decode.append(dt) }
+    }
+
+    log("\(a.name): generate \(n) tokens x\(s.genWarmup + s.genIters)")
+    var rates: [Double] = []
+    for i in 0..<(s.genWarmup + s.genIters) {
+      try llm.reset()
+      var logits = try llm.forward(prompt, startPos: 0)
+      let t0 = now()
+      for j in 0..<n { logits = try llm.forward([argmax(logits)], startPos: p + j) }
+      let seconds = ms(since: t0) / 1000
+      if i >= s.genWarmup { rates.append(Double(n) / seconds) }
+    }
+    let afterGenerate = DeviceInfo.footprint()
+
+    let ctx = RecordContext(manifest: m, device: DeviceInfo.description(hostName: hostDeviceName), os: DeviceInfo.os,
+                            runtime: DeviceInfo.runtime, threads: llm.threads, timestamp: isoTimestamp())
+    let rt = llm.runtimeSettings
+    func with(_ extra: [String: JSONValue]) -> [String: JSONValue] { rt.merging(extra) { _, new in new } }
+    let loadSettings = with(["warmup": .int(s.loadWarmup), "iters": .int(s.loadIters), "cache": .string("warm")])
+    let prefillSettings = with(["warmup": .int(s.warmup), "iters": .int(s.iters), "prompt_len": .int(p)])
+    var records = ResultRecord.timing("load_ms", loads, ctx, settings: loadSettings)
+    records += ResultRecord.timing("init_ms", inits, ctx, settings: loadSettings)
+    records += ResultRecord.timing("prefill_ms", prefill, ctx, settings: prefillSettings)
+    records += ResultRecord.timing("prefill_tokens_per_s", prefill.map { Double(p) * 1000 / $0 }, ctx,
+                                   settings: prefillSettings)
+    records += ResultRecord.timing("decode_ms", decode, ctx,
+                                   settings: with(["warmup": .int(s.warmup), "iters": .int(s.iters), "position": .int(p)]))
+    records += ResultRecord.timing("decode_tokens_per_s", rates, ctx,
+                                   settings: with(["warmup": .int(s.genWarmup), "iters": .int(s.genIters),
+                                                   "prompt_len": .int(p), "gen_tokens": .int(n),
+                                                   "sampling": .string("greedy")]))
+    if let f = afterInit { records.append(.single("rss_after_init_mb", f.current, ctx, note: "phys_footprint")) }
+    if let f = afterGenerate {
+      records.append(.single("rss_after_generate_mb", f.current, ctx,
+                             note: String(format: "phys_footprint; peak %.1f MB", f.peak)))
+    }
+    records.append(.single("size_mb", Double(sizeOnDisk(a.url)) / ResultsSchema.bytesPerMB, ctx))
+    return records
+  }
+}
+
+/// One benchmark run over several artifacts, written as it goes to Documents/results/<run>/:
+/// status.json (what the host polls), results.json (the results schema) and log.txt.
+struct BenchmarkJob {
+  let runID: String
+  let request: RunRequest
+  var dir: URL { ArtifactLibrary.resultsDir.appendingPathComponent(runID) }
+  var resultsURL: URL { dir.appendingPathComponent(RunLayout.resultsFile) }
+
+  static func newRunID() -> String {
+    let f = DateFormatter()
+    f.dateFormat = "yyyyMMdd-HHmmss"
+    f.locale = Locale(identifier: "en_US_POSIX")
+    return "app-" + f.string(from: Date())
+  }
+
+  /// Measures the requested artifacts (all of `library` if the request names none); returns the
+  /// records and the per-artifact errors. `progress` gets each log line.
+  func execute(library: [LibraryArtifact], progress: @escaping (String) -> Void = { _ in }) async
+    -> (records: [ResultRecord], errors: [String: String]) {
+    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let logURL = dir.appendingPathComponent("log.txt")
+    let log: (String) -> Void = { line in
+      print("[mobilellm] \(line)")
+      progress(line)
+      if let h = try? FileHandle(forWritingTo: logURL) {
+        h.seekToEndOfFile(); h.write(Data("\(isoTimestamp()) \(line)\n".utf8)); try? h.close()
+      } else {
+        try? Data("\(isoTimestamp()) \(line)\n".utf8).write(to: logURL)
+      }
+    }
+    var status = RunStatus(runID: runID, state: "running", message: "starting")
+    var records: [ResultRecord] = []
+    let wanted = request.artifacts.isEmpty ? library.map(\.name) : request.artifacts
+    for name in wanted where !library.contains(where: { $0.name == name }) {
+      status.errors[name] = "not found on the phone (looked in the app bundle's Artifacts and Documents)"
+    }
+    let runner = BenchmarkRunner(settings: request.settings, hostDeviceName: request.deviceName, log: log)
+    for a in library where wanted.contains(a.name) {
+      status.current = a.name
+      status.message = "measuring \(a.name)"
+      write(status)
+      do {
+        records += try await runner.run(a)
+        status.completed.append(a.name)
+        try ResultsSchema.document(records).write(to: resultsURL, options: .atomic)
+      } catch {
+        status.errors[a.name] = "\(error)"
+        log("\(a.name): failed: \(error)")
+      }
+    }
+    status.current = nil
+    status.state = records.isEmpty ? "failed" : "done"
+    status.message = records.isEmpty ? "no artifact was measured" : "\(status.completed.count) artifact(s) measured"
+    if records.isEmpty { try? ResultsSchema.document([]).write(to: resultsURL, options: .atomic) }
+    write(status)
+    log(status.message)
+    return (records, status.errors)
+  }
+
+  func write(_ status: RunStatus) {
+    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    if let data = try? status.json.encoded() {
+      try? data.write(to: dir.appendingPathComponent(RunLayout.status), options: .atomic)
+    }
+  }
+}

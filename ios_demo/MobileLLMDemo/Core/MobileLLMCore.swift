@@ -1,0 +1,502 @@
+// The platform-free part of the iOS demo: manifest reader, statistics, benchmark plan and the
+// results-schema writer. It mirrors mobilellm/manifest.py and benchmarks/schema.py (and the
+// Android app's Kotlin core), imports Foundation only, and so compiles and is tested on Linux
+// (ios_demo/LinuxCheck, driven by mobilellm/tests/test_device_ios.py).
+import Foundation
+
+public struct CoreError: Error, CustomStringConvertible, Equatable {
+  public let message: String
+  public init(_ message: String) { self.message = message }
+  public var description: String { message }
+}
+
+// MARK: - JSON
+
+/// Any JSON document, decoded without a fixed type (manifests carry backend-specific sections).
+public enum JSONValue: Codable, Equatable {
+  case null, bool(Bool), int(Int), double(Double), string(String), array([JSONValue]), object([String: JSONValue])
+
+  public init(from decoder: Decoder) throws {
+    let c = try decoder.singleValueContainer()
+    if c.decodeNil() { self = .null }
+    else if let v = try? c.decode(Bool.self) { self = .bool(v) }
+    else if let v = try? c.decode(Int.self) { self = .int(v) }
+    else if let v = try? c.decode(Double.self) { self = .double(v) }
+    else if let v = try? c.decode(String.self) { self = .string(v) }
+    else if let v = try? c.decode([JSONValue].self) { self = .array(v) }
+    else { self = .object(try c.decode([String: JSONValue].self)) }
+  }
+
+  public func encode(to encoder: Encoder) throws {
+    var c = encoder.singleValueContainer()
+    switch self {
+    case .null: try c.encodeNil()
+    case .bool(let v): try c.encode(v)
+    case .int(let v): try c.encode(v)
+    case .double(let v): try c.encode(v)
+    case .string(let v): try c.encode(v)
+    case .array(let v): try c.encode(v)
+    case .object(let v): try c.encode(v)
+    }
+  }
+
+  public subscript(key: String) -> JSONValue? {
+    if case .object(let o) = self { return o[key] }
+    return nil
+  }
+  public var string: String? { if case .string(let s) = self { return s }; return nil }
+  public var int: Int? {
+    switch self {
+    case .int(let v): return v
+    case .double(let v) where v.rounded() == v && abs(v) < 9e15: return Int(v)
+    default: return nil
+    }
+  }
+  public var double: Double? {
+    switch self {
+    case .int(let v): return Double(v)
+    case .double(let v): return v
+    default: return nil
+    }
+  }
+  public var array: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
+  public var object: [String: JSONValue]? { if case .object(let o) = self { return o }; return nil }
+
+  public static func parse(_ data: Data) throws -> JSONValue { try JSONDecoder().decode(JSONValue.self, from: data) }
+
+  public func encoded(pretty: Bool = true) throws -> Data {
+    let e = JSONEncoder()
+    e.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys]
+    return try e.encode(self)
+  }
+}
+
+// MARK: - Manifest (mobilellm/manifest.py)
+
+/// Names of the model's inputs and outputs. Core ML artifacts record them in the manifest's "io"
+/// section; the defaults are the contract names forward(tokens, input_pos) -> logits.
+public struct ModelIO: Equatable {
+  public var tokens = "tokens"
+  public var position = "input_pos"
+  public var logits = "logits"
+  public var states: [String] = []
+
+  public init() {}
+
+  /// Accepts {"inputs": [...], "outputs": [...], "states": [...]} where each list holds names or
+  /// objects with "name" (and optionally "role"), or maps name -> spec. An entry's role comes from
+  /// "role", else from a known name, else from its place (tokens first, then the start position).
+  public init(section: JSONValue?) {
+    guard let io = section?.object else { return }
+    func entries(_ v: JSONValue?) -> [(name: String, role: String?)] {
+      switch v {
+      case .array(let a)?:
+        return a.compactMap { e in
+          if let s = e.string { return (s, nil) }
+          if let n = e["name"]?.string { return (n, e["role"]?.string) }
+          return nil
+        }
+      case .object(let o)?:
+        return o.keys.sorted().map { k in (k, o[k]?["role"]?.string) }
+      default: return []
+      }
+    }
+    let inputs = entries(io["inputs"])
+    let outputs = entries(io["outputs"])
+    let tokenNames: Set<String> = ["tokens", "input_ids", "inputIds", "ids"]
+    let positionNames: Set<String> = ["input_pos", "start_pos", "position", "positions", "cache_position"]
+    if let t = inputs.first(where: { $0.role == "tokens" }) ?? inputs.first(where: { tokenNames.contains($0.name) })
+      ?? inputs.first(where: { $0.role == nil && !positionNames.contains($0.name) }) {
+      tokens = t.name
+    }
+    if let p = inputs.first(where: { $0.role == "position" || $0.role == "input_pos" })
+      ?? inputs.first(where: { positionNames.contains($0.name) })
+      ?? inputs.first(where: { $0.name != tokens && $0.role == nil }) {
+      position = p.name
+    }
+    if let l = outputs.first(where: { $0.role == "logits" }) ?? outputs.first(where: { $0.name.contains("logits") })
+      ?? outputs.first {
+      logits = l.name
+    }
+    states = entries(io["states"]).map(\.name)
+  }
+}
+
+public struct ArtifactManifest: Equatable {
+  public static let schema = "mobilellm.manifest"
+  public static let version = 1
+
+  public let artifact: String
+  public let backend: String
+  public let scheme: String
+  public let model: String
+  public let variant: String
+  public let storedBlocks: Int
+  public let executedBlocks: Int
+  public let repeatFactor: Int
+  public let paramCount: Int
+  public let vocabSize: Int?
+  public let maxSeqLen: Int
+  public let tokenizer: String?
+  public let sha256: String?
+  public let fileBytes: Int?
+  public let io: ModelIO
+  public let raw: JSONValue
+
+  /// `<artifact>.manifest.json` beside the artifact, as manifest_path() names it.
+  public static func url(for artifact: URL) -> URL {
+    artifact.deletingLastPathComponent().appendingPathComponent(artifact.lastPathComponent + ".manifest.json")
+  }
+
+  public static func read(artifact: URL) throws -> ArtifactManifest {
+    let path = url(for: artifact)
+    guard let data = FileManager.default.contents(atPath: path.path) else {
+      throw CoreError("\(artifact.lastPathComponent) has no manifest (\(path.lastPathComponent) beside it); export it with `mobilellm export`")
+    }
+    return try ArtifactManifest(data: data, source: path.lastPathComponent)
+  }
+
+  public init(data: Data, source: String = "manifest") throws {
+    let doc: JSONValue
+    do { doc = try JSONValue.parse(data) } catch { throw CoreError("manifest \(source) is not valid JSON") }
+    guard doc["schema"]?.string == Self.schema else {
+      throw CoreError("\(source) is not a mobilellm manifest (schema '\(Self.schema)' expected)")
+    }
+    guard doc["version"]?.int == Self.version else {
+      throw CoreError("manifest \(source) has version \(doc["version"]?.int.map(String.init) ?? "none"); this app reads version \(Self.version)")
+    }
+    func need<T>(_ v: T?, _ field: String) throws -> T {
+      guard let v = v else { throw CoreError("manifest \(source): missing or mistyped field \(field)") }
+      return v
+    }
+    let m = doc["model"]
+    artifact = try need(doc["artifact"]?.string, "artifact")
+    backend = try need(doc["backend"]?.string, "backend")
+    scheme = try need(doc["quant"]?["scheme"]?.string, "quant.scheme")
+    model = try need(m?["name"]?.string, "model.name")
+    variant = try need(m?["variant"]?.string, "model.variant")
+    storedBlocks = try need(m?["stored_blocks"]?.int, "model.stored_blocks")
+    executedBlocks = try need(m?["executed_blocks"]?.int, "model.executed_blocks")
+    repeatFactor = m?["repeat"]?.int ?? 1
+    paramCount = try need(m?["param_count"]?.int, "model.param_count")
+    vocabSize = m?["args"]?["vocab_size"]?.int
+    maxSeqLen = try need(doc["max_seq_len"]?.int, "max_seq_len")
+    tokenizer = doc["tokenizer"]?.string
+    sha256 = doc["sha256"]?.string
+    fileBytes = doc["sizes"]?["file_bytes"]?.int
+    io = ModelIO(section: doc["io"])
+    raw = doc
+  }
+}
+
+// MARK: - Statistics
+
+public enum Stats {
+  /// numpy.percentile's default ("linear") interpolation, q in [0, 100].
+  public static func percentile(_ xs: [Double], _ q: Double) -> Double {
+    precondition(!xs.isEmpty, "percentile of no samples")
+    let a = xs.sorted()
+    let h = Double(a.count - 1) * q / 100
+    let lo = Int(h.rounded(.down))
+    let hi = min(lo + 1, a.count - 1)
+    return a[lo] + (h - Double(lo)) * (a[hi] - a[lo])
+  }
+  public static func median(_ xs: [Double]) -> Double { percentile(xs, 50) }
+  public static func mean(_ xs: [Double]) -> Double { xs.reduce(0, +) / Double(xs.count) }
+
+  /// The statistics every timing is reported with, in record order.
+  public static let timing: [(statistic: String, value: @Sendable ([Double]) -> Double)] = [
+    ("median", { median($0) }), ("p10", { percentile($0, 10) }), ("p90", { percentile($0, 90) }),
+    ("min", { $0.min()! }),
+  ]
+}
+
+// MARK: - Results schema (benchmarks/schema.py)
+
+public enum ResultsSchema {
+  public static let schema = "mobilellm.results"
+  public static let version = 1
+  public static let units: [String: String] = [
+    "load_ms": "ms", "init_ms": "ms", "decode_ms": "ms", "prefill_ms": "ms",
+    "decode_tokens_per_s": "tokens/s", "prefill_tokens_per_s": "tokens/s",
+    "rss_after_init_mb": "MB", "rss_after_generate_mb": "MB", "kv_cache_mb": "MB", "size_mb": "MB",
+    "perplexity": "", "top1_agreement": "", "kl_divergence": "nats",
+  ]
+  public static let statistics = ["median", "mean", "min", "max", "p10", "p90", "single"]
+  /// Bytes in the MB of the memory and size metrics.
+  public static let bytesPerMB = 1_048_576.0
+
+  public static func validate(_ r: ResultRecord, _ at: String = "record") throws {
+    guard let unit = units[r.metric] else { throw CoreError("\(at): unknown metric '\(r.metric)'") }
+    guard r.unit == unit else { throw CoreError("\(at): metric \(r.metric) has unit '\(r.unit)', expected '\(unit)'") }
+    guard statistics.contains(r.statistic) else { throw CoreError("\(at): unknown statistic '\(r.statistic)'") }
+    guard r.value.isFinite else { throw CoreError("\(at): \(r.metric) value is not finite") }
+    guard r.samples >= 1 else { throw CoreError("\(at): samples must be >= 1") }
+  }
+
+  /// The results document {"schema", "version", "records"}, validated record by record.
+  public static func document(_ records: [ResultRecord]) throws -> Data {
+    for (i, r) in records.enumerated() { try validate(r, "record \(i)") }
+    let doc: JSONValue = .object([
+      "schema": .string(schema), "version": .int(version), "records": .array(records.map(\.json)),
+    ])
+    return try doc.encoded()
+  }
+}
+
+/// The fields every record of one artifact on one device shares.
+public struct RecordContext: Equatable {
+  public var model, variant, backend, scheme: String
+  public var storedBlocks, executedBlocks: Int
+  public var device, os: String
+  public var runtime: [String: String]
+  public var threads: Int
+  public var timestamp: String
+  public var artifact: String?
+  public var sha256: String?
+
+  public init(manifest m: ArtifactManifest, device: String, os: String, runtime: [String: String], threads: Int,
+              timestamp: String) {
+    model = m.model; variant = m.variant; backend = m.backend; scheme = m.scheme
+    storedBlocks = m.storedBlocks; executedBlocks = m.executedBlocks
+    self.device = device; self.os = os; self.runtime = runtime; self.threads = threads
+    self.timestamp = timestamp; artifact = m.artifact; sha256 = m.sha256
+  }
+}
+
+public struct ResultRecord: Equatable {
+  public var context: RecordContext
+  public var metric: String
+  public var value: Double
+  public var statistic: String
+  public var samples: Int
+  public var settings: [String: JSONValue]?
+  public var note: String?
+  public var unit: String { ResultsSchema.units[metric] ?? "?" }
+
+  public var json: JSONValue {
+    let c = context
+    var o: [String: JSONValue] = [
+      "model": .string(c.model), "variant": .string(c.variant), "stored_blocks": .int(c.storedBlocks),
+      "executed_blocks": .int(c.executedBlocks), "backend": .string(c.backend), "scheme": .string(c.scheme),
+      "metric": .string(metric), "unit": .string(unit), "value": .double(value), "statistic": .string(statistic),
+      "samples": .int(samples), "device": .string(c.device), "os": .string(c.os),
+      "runtime": .object(c.runtime.mapValues { .string($0) }), "threads": .int(c.threads),
+      "timestamp": .string(c.timestamp),
+    ]
+    if let a = c.artifact { o["artifact"] = .string(a) }
+    if let s = c.sha256 { o["sha256"] = .string(s) }
+    if let s = settings { o["settings"] = .object(s) }
+    if let n = note { o["note"] = .string(n) }
+    return .object(o)
+  }
+
+  /// A timing (or rate) measured `samples.count` times: median, p10, p90 and min as four records.
+  public static func timing(_ metric: String, _ samples: [Double], _ context: RecordContext,
+                            settings: [String: JSONValue]? = nil, note: String? = nil) -> [ResultRecord] {
+    Stats.timing.map { stat in
+      ResultRecord(context: context, metric: metric, value: stat.value(samples), statistic: stat.statistic,
+                   samples: samples.count, settings: settings, note: note)
+    }
+  }
+
+  public static func single(_ metric: String, _ value: Double, _ context: RecordContext,
+                            settings: [String: JSONValue]? = nil, note: String? = nil) -> ResultRecord {
+    ResultRecord(context: context, metric: metric, value: value, statistic: "single", samples: 1,
+                 settings: settings, note: note)
+  }
+}
+
+// MARK: - Benchmark plan (the same definitions as `mobilellm bench`)
+
+public struct BenchSettings: Equatable {
+  public var warmup = 3          // discarded runs before each timed series
+  public var iters = 10          // timed prefill / decode forwards
+  public var loadWarmup = 1      // discarded load+init cycles
+  public var loadIters = 3       // timed load+init cycles, each with a fresh runtime object
+  public var promptLen = 128     // P: prefill length and decode position, capped at max_seq_len / 2
+  public var genTokens = 64      // N: tokens generated per decode-throughput run
+  public var genWarmup = 1
+  public var genIters = 3
+  public init() {}
+
+  /// Reads the "settings" object of a request; unknown keys are an error naming the valid ones.
+  public init(json: JSONValue?) throws {
+    self.init()
+    guard let o = json?.object else { return }
+    let keys: [String: WritableKeyPath<BenchSettings, Int>] = [
+      "warmup": \.warmup, "iters": \.iters, "load_warmup": \.loadWarmup, "load_iters": \.loadIters,
+      "prompt_len": \.promptLen, "gen_tokens": \.genTokens, "gen_warmup": \.genWarmup, "gen_iters": \.genIters,
+    ]
+    for (k, v) in o {
+      guard let path = keys[k] else {
+        throw CoreError("unknown benchmark setting '\(k)'; valid: \(keys.keys.sorted().joined(separator: ", "))")
+      }
+      guard let n = v.int, n >= (k.hasSuffix("warmup") ? 0 : 1) else {
+        throw CoreError("benchmark setting \(k) must be an integer >= \(k.hasSuffix("warmup") ? 0 : 1)")
+      }
+      self[keyPath: path] = n
+    }
+  }
+
+  public var json: JSONValue {
+    .object(["warmup": .int(warmup), "iters": .int(iters), "load_warmup": .int(loadWarmup),
+             "load_iters": .int(loadIters), "prompt_len": .int(promptLen), "gen_tokens": .int(genTokens),
+             "gen_warmup": .int(genWarmup), "gen_iters": .int(genIters)])
+  }
+
+  /// P and N for an artifact with this KV-cache length: P = min(prompt_len, max_seq_len / 2),
+  /// N = min(gen_tokens, max_seq_len - P), so the generation fits in the cache.
+  public func plan(maxSeqLen: Int) throws -> (promptLen: Int, genTokens: Int) {
+    guard maxSeqLen >= 4 else { throw CoreError("max_seq_len \(maxSeqLen) is too short to benchmark") }
+    let p = max(1, min(promptLen, maxSeqLen / 2))
+    return (p, max(1, min(genTokens, maxSeqLen - p)))
+  }
+}
+
+/// The benchmark prompt: BOS then deterministic pseudo-random ids in [3, vocab) (no tokenizer needed).
+public func benchmarkPrompt(count: Int, vocabSize: Int, bos: Int = 1) -> [Int] {
+  var x: UInt64 = 20240214
+  var ids = [bos]
+  while ids.count < count {
+    x = (x &* 6364136223846793005 &+ 1442695040888963407)
+    ids.append(3 + Int((x >> 33) % UInt64(max(1, vocabSize - 3))))
+  }
+  return Array(ids.prefix(count))
+}
+
+public func argmax(_ xs: [Float]) -> Int {
+  var best = 0
+  for i in xs.indices where xs[i] > xs[best] { best = i }
+  return best
+}
+
+// MARK: - Host <-> app protocol (mobilellm/devices/ios.py)
+
+/// `mobilellm device ios` copies artifacts to Documents/inbox/<run>/, then launches the app with
+/// `--mobilellm-run <run>`; the app writes Documents/results/<run>/{status,results}.json.
+public enum RunLayout {
+  public static let runFlag = "--mobilellm-run"
+  public static let benchmarkFlag = "--mobilellm-benchmark"  // benchmark everything, no host
+  public static let inbox = "inbox"
+  public static let artifacts = "artifacts"
+  public static let results = "results"
+  public static let request = "request.json"
+  public static let status = "status.json"
+  public static let resultsFile = "results.json"
+
+  /// The run id after --mobilellm-run, nil if absent; a run id is letters, digits, '-' and '_'.
+  public static func runID(arguments: [String]) throws -> String? {
+    guard let i = arguments.firstIndex(of: runFlag) else { return nil }
+    guard i + 1 < arguments.count else { throw CoreError("\(runFlag) needs a run id") }
+    let id = arguments[i + 1]
+    let ok = !id.isEmpty && id.unicodeScalars.allSatisfy {
+      CharacterSet.alphanumerics.contains($0) || $0 == "-" || $0 == "_"
+    }
+    guard ok else { throw CoreError("bad run id '\(id)'") }
+    return id
+  }
+}
+
+public struct RunRequest: Equatable {
+  public var runID: String
+  public var artifacts: [String]      // names; empty means every artifact the app has
+  public var settings: BenchSettings
+  public var deviceName: String?      // the host's marketing name for the phone (devicectl)
+
+  public init(runID: String, artifacts: [String] = [], settings: BenchSettings = BenchSettings(),
+              deviceName: String? = nil) {
+    self.runID = runID; self.artifacts = artifacts; self.settings = settings; self.deviceName = deviceName
+  }
+
+  public init(data: Data) throws {
+    let doc = try JSONValue.parse(data)
+    guard doc["schema"]?.string == "mobilellm.ios-request", let id = doc["run_id"]?.string else {
+      throw CoreError("request is not a mobilellm.ios-request with a run_id")
+    }
+    runID = id
+    artifacts = (doc["artifacts"]?.array ?? []).compactMap(\.string)
+    settings = try BenchSettings(json: doc["settings"])
+    deviceName = doc["device_name"]?.string
+  }
+}
+
+public struct RunStatus: Equatable {
+  public var runID: String
+  public var state: String            // running, done, failed
+  public var message: String
+  public var current: String?         // artifact being measured
+  public var completed: [String] = []
+  public var errors: [String: String] = [:]  // artifact -> error
+
+  public init(runID: String, state: String, message: String) {
+    self.runID = runID; self.state = state; self.message = message
+  }
+
+  public var json: JSONValue {
+    var o: [String: JSONValue] = [
+      "schema": .string("mobilellm.ios-status"), "run_id": .string(runID), "state": .string(state),
+      "message": .string(message), "completed": .array(completed.map { .string($0) }),
+      "errors": .object(errors.mapValues { .string($0) }), "results": .string(RunLayout.resultsFile),
+    ]
+    if let c = current { o["current"] = .string(c) }
+    return .object(o)
+  }
+}
+
+// MARK: - Device description
+
+/// iPhone model identifiers (utsname.machine) -> marketing name and chip, for the "device" field.
+public let iPhoneModels: [String: (name: String, chip: String)] = [
+  "iPhone11,2": ("iPhone XS", "A12"), "iPhone11,4": ("iPhone XS Max", "A12"), "iPhone11,6": ("iPhone XS Max", "A12"),
+  "iPhone11,8": ("iPhone XR", "A12"),
+  "iPhone12,1": ("iPhone 11", "A13"), "iPhone12,3": ("iPhone 11 Pro", "A13"), "iPhone12,5": ("iPhone 11 Pro Max", "A13"),
+  "iPhone12,8": ("iPhone SE (2nd generation)", "A13"),
+  "iPhone13,1": ("iPhone 12 mini", "A14"), "iPhone13,2": ("iPhone 12", "A14"), "iPhone13,3": ("iPhone 12 Pro", "A14"),
+  "iPhone13,4": ("iPhone 12 Pro Max", "A14"),
+  "iPhone14,4": ("iPhone 13 mini", "A15"), "iPhone14,5": ("iPhone 13", "A15"), "iPhone14,2": ("iPhone 13 Pro", "A15"),
+  "iPhone14,3": ("iPhone 13 Pro Max", "A15"), "iPhone14,6": ("iPhone SE (3rd generation)", "A15"),
+  "iPhone14,7": ("iPhone 14", "A15"), "iPhone14,8": ("iPhone 14 Plus", "A15"),
+  "iPhone15,2": ("iPhone 14 Pro", "A16"), "iPhone15,3": ("iPhone 14 Pro Max", "A16"), "iPhone15,4": ("iPhone 15", "A16"),
+  "iPhone15,5": ("iPhone 15 Plus", "A16"),
+  "iPhone16,1": ("iPhone 15 Pro", "A17 Pro"), "iPhone16,2": ("iPhone 15 Pro Max", "A17 Pro"),
+  "iPhone17,3": ("iPhone 16", "A18"), "iPhone17,4": ("iPhone 16 Plus", "A18"), "iPhone17,1": ("iPhone 16 Pro", "A18 Pro"),
+  "iPhone17,2": ("iPhone 16 Pro Max", "A18 Pro"), "iPhone17,5": ("iPhone 16e", "A18"),
+]
+
+/// "iPhone 13 (A15)"; unknown identifiers keep the host's name if given, and the identifier.
+public func deviceDescription(machine: String, hostName: String? = nil) -> String {
+  if let m = iPhoneModels[machine] { return "\(m.name) (\(m.chip))" }
+  if let h = hostName, !h.isEmpty { return "\(h) (\(machine))" }
+  return machine
+}
+
+/// "iOS 17.2.1", or "iOS 18.2" when the patch version is 0.
+public func osDescription(major: Int, minor: Int, patch: Int, name: String = "iOS") -> String {
+  patch == 0 ? "\(name) \(major).\(minor)" : "\(name) \(major).\(minor).\(patch)"
+}
+
+public func isoTimestamp(_ date: Date = Date()) -> String {
+  let f = ISO8601DateFormatter()
+  f.formatOptions = [.withInternetDateTime]
+  f.timeZone = TimeZone(identifier: "UTC")
+  return f.string(from: date)
+}
+
+/// Bytes on disk of a file, or of all files under a directory (an .mlpackage), as mobilellm.io.size_bytes.
+public func sizeOnDisk(_ url: URL) -> Int {
+  let fm = FileManager.default
+  var isDir: ObjCBool = false
+  guard fm.fileExists(atPath: url.path, isDirectory: &isDir) else { return 0 }
+  if !isDir.boolValue { return ((try? fm.attributesOfItem(atPath: url.path))?[.size] as? NSNumber)?.intValue ?? 0 }
+  guard let files = fm.enumerator(atPath: url.path) else { return 0 }
+  var total = 0
+  for case let rel as String in files {
+    let p = url.appendingPathComponent(rel).path
+    var d: ObjCBool = false
+    if fm.fileExists(atPath: p, isDirectory: &d), !d.boolValue {
+      total += ((try? fm.attributesOfItem(atPath: p))?[.size] as? NSNumber)?.intValue ?? 0
+    }
+  }
+  return total
+}

@@ -1,0 +1,41 @@
+import Foundation
+
+/// Wall times of the paper's first two stages, in milliseconds.
+struct StageTimes {
+  var loadMs: Double  // read the artifact into the runtime
+  var initMs: Double  // make it ready to run (method load, delegate init, weight packing, compile)
+}
+
+/// An artifact opened in its runtime, as export/base.py's Session on the host.
+protocol LLMSession: AnyObject {
+  /// Load, then init, each timed by the session itself (the runtimes split them differently).
+  func open() async throws -> StageTimes
+  /// Logits (vocab floats) of the last of `tokens`, fed at positions startPos ..< startPos + count.
+  func forward(_ tokens: [Int], startPos: Int) throws -> [Float]
+  /// Forget the KV cache.
+  func reset() throws
+  /// Threads the runtime computes with (0: scheduled by Core ML).
+  var threads: Int { get }
+  /// Runtime options worth recording beside the numbers.
+  var runtimeSettings: [String: JSONValue] { get }
+}
+
+func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+func ms(since t0: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6 }
+
+/// Opens an artifact by its file type; each runtime is one class behind LLMSession.
+enum Runtimes {
+  static let byExtension: [String: (LibraryArtifact) -> LLMSession] = [
+    "pte": { ExecuTorchSession(url: $0.url) },
+    "mlpackage": { CoreMLSession(url: $0.url, io: $0.manifest.io) },
+    "mlmodelc": { CoreMLSession(url: $0.url, io: $0.manifest.io) },
+  ]
+
+  static func session(for a: LibraryArtifact) throws -> LLMSession {
+    guard let make = byExtension[a.url.pathExtension] else {
+      throw CoreError("\(a.name) (backend \(a.manifest.backend)) has no runtime in this app; it opens "
+                      + byExtension.keys.sorted().map { ".\($0)" }.joined(separator: ", "))
+    }
+    return make(a)
+  }
+}

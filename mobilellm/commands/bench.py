@@ -1,0 +1,41 @@
+"""`mobilellm bench ARTIFACT...`: load / init / execute latency, tokens/s, memory and size."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_arguments(p):
+    p.add_argument("artifacts", nargs="+", type=Path, help=".pte / .onnx / .ort / .mlpackage, each with its manifest")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs before each timed series")
+    p.add_argument("--iters", type=int, default=20, help="timed runs per series (per cold process)")
+    p.add_argument("--threads", type=int, default=2, help="runtime threads")
+    p.add_argument("--prompt-len", type=int, default=128, help="prefill length P; decode is timed at position P")
+    p.add_argument("--gen-tokens", type=int, default=32, help="decode steps for tokens/s")
+    p.add_argument("--cold-runs", type=int, default=3, help="fresh processes per artifact (load/init samples)")
+    p.add_argument("--out", type=Path, default=Path("results.json"), help="results file (schema mobilellm.results/1)")
+
+
+def main(ns):
+    from mobilellm.benchmarks import schema
+    from mobilellm.benchmarks.bench import BenchConfig, bench
+    cfg = BenchConfig(warmup=ns.warmup, iters=ns.iters, threads=ns.threads, prompt_len=ns.prompt_len,
+                      gen_tokens=ns.gen_tokens, cold_runs=ns.cold_runs)
+
+    def done(path, recs):
+        m = {r["metric"]: r["value"] for r in recs if r["statistic"] in ("median", "single")}
+        print(f"{path.name}: load {m.get('load_ms', 0):.1f} ms, init {m.get('init_ms', 0):.1f} ms, decode "
+              f"{m.get('decode_ms', 0):.2f} ms ({m.get('decode_tokens_per_s', 0):.1f} tok/s), prefill "
+              f"{m.get('prefill_tokens_per_s', 0):.0f} tok/s, RSS {m.get('rss_after_init_mb', 0):.0f} MB, "
+              f"size {m.get('size_mb', 0):.1f} MB", flush=True)
+
+    records, missing = [], []
+    try:
+        records, missing = bench(ns.artifacts, cfg, on_done=done)
+    finally:  # a failure keeps every finished record
+        if records or missing:
+            schema.save(ns.out, records, missing)
+            print(f"wrote {len(records)} records to {ns.out}", file=sys.stderr)
+    for m in missing:
+        print(f"{m['artifact']}: not measured: {m['reason']}")
+    return 0

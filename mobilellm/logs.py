@@ -1,0 +1,64 @@
+"""Keep the terminal readable: drop the native runtimes' chatter and library warnings.
+
+ExecuTorch's C++ runtime logs to stderr at info level (cpuinfo probing, "No temp allocator
+provided" per custom-op call); torch/torchao emit deprecation warnings on import. Set
+MOBILELLM_VERBOSE=1 to see everything."""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import sys
+import threading
+import warnings
+
+NOISE = re.compile(rb"^\[(cpuinfo_utils\.cpp|kernel_runtime_context\.h|XNNPACKBackend\.cpp|method\.cpp|"
+                   rb"program\.cpp|operator_registry\.cpp)[:\]]|^Failed to load .*torchao/_C|"
+                   rb"^W\d{4} .*(_pytree|KernelPreference)")
+
+
+def quiet() -> None:
+    if os.environ.get("MOBILELLM_VERBOSE"):
+        return
+    warnings.filterwarnings("ignore")
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    _filter_fd2()
+
+
+def _filter_fd2() -> None:
+    """Route file descriptor 2 through a thread that drops known noise lines."""
+    try:
+        real = os.dup(2)
+        r, w = os.pipe()
+        os.dup2(w, 2)
+        os.close(w)
+    except OSError:
+        return
+
+    def pump():
+        with os.fdopen(r, "rb", buffering=0) as src:
+            buf = b""
+            while True:
+                chunk = src.read(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                out = b"".join(l + b"\n" for l in lines if not NOISE.search(l))
+                if out:
+                    os.write(real, out)
+            if buf and not NOISE.search(buf):
+                os.write(real, buf)
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+
+    def finish():
+        sys.stderr.flush()
+        os.dup2(real, 2)  # closes the pipe's last writer: the pump drains and stops
+        t.join(timeout=2)
+
+    atexit.register(finish)

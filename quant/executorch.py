@@ -1,0 +1,59 @@
+"""Quantization passes for the ExecuTorch/XNNPACK backend, each through torchao's or ExecuTorch's
+own quantizers. A pass takes a float eager model and returns it quantized; model code never
+knows about quantization.
+
+  w8a8         torchao Int8DynamicActivationIntxWeightConfig(int8, PerAxis(0)): int8 symmetric
+               per-channel weights, int8 asymmetric per-token dynamic activations (the paper's
+               per-token min-max W8A8); lowers to XNNPACK's dynamically quantized GEMM
+  8da4w        same config with int4 weights in groups of `group_size`
+  w8a8-static  PT2E: ExecuTorch's XNNPACKQuantizer, per-channel weights, per-tensor static
+               activations observed on calibration windows (applied to the exported graph)
+  embedding    torchao IntxWeightOnlyConfig(int8, PerAxis(0)) on the token embedding table
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+EAGER_SCHEMES = ("fp32", "w8a8", "8da4w")
+GRAPH_SCHEMES = ("w8a8-static",)
+
+
+def quantize_eager(model: nn.Module, scheme: str, group_size: int = 32, embedding: bool = False) -> dict:
+    """In place on an export copy (with `tie_output_module()` applied). Returns what was done."""
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    details: dict = {}
+    if scheme in ("w8a8", "8da4w"):
+        if scheme == "8da4w" and (group_size % 32 or model.args.dim % group_size or model.args.ffn_hidden % group_size):
+            from mobilellm.errors import UserError
+            raise UserError(f"--group-size {group_size} must be a multiple of 32 (XNNPACK) that divides the model "
+                            f"width {model.args.dim} and FFN width {model.args.ffn_hidden}")
+        cfg = Int8DynamicActivationIntxWeightConfig(
+            weight_dtype=torch.int8 if scheme == "w8a8" else torch.int4,
+            weight_granularity=PerAxis(0) if scheme == "w8a8" else PerGroup(group_size))
+        quantize_(model, cfg, filter_fn=lambda m, fqn: isinstance(m, nn.Linear))
+        details = {"weights": "int8 per-channel symmetric" if scheme == "w8a8" else f"int4 groups of {group_size}",
+                   "activations": "int8 dynamic per-token (asymmetric)", "quantizer": "torchao " + type(cfg).__name__}
+    if embedding:
+        quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
+                  filter_fn=lambda m, fqn: isinstance(m, nn.Embedding))
+        details["embedding"] = "int8 per-row (torchao IntxWeightOnlyConfig)"
+    return details
+
+
+def quantize_static_pt2e(exported, calibration: list[list[int]]):
+    """PT2E static W8A8 on an exported program: per-channel int8 weights, per-tensor int8 static
+    activations observed over `calibration` windows. Returns the converted graph module."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    m = prepare_pt2e(exported.module(), q)
+    with torch.no_grad():
+        for window in calibration:  # each window is a fresh prefill from position 0
+            m(torch.tensor([window], dtype=torch.long), torch.tensor([0], dtype=torch.long))
+    return convert_pt2e(m), {"weights": "int8 per-channel symmetric", "activations": "int8 per-tensor static",
+                              "quantizer": "ExecuTorch XNNPACKQuantizer (PT2E)", "calibration_windows": len(calibration)}

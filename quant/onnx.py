@@ -1,0 +1,143 @@
+"""Quantization passes over an exported float ONNX graph, with `onnxruntime.quantization`.
+
+Only the weight MatMuls are quantized (every `MatMul` whose right operand is an initializer: the
+q/k/v/o, gate/up/down and output projections). Left in float on purpose:
+  - the attention MatMuls (q @ k^T, p @ v): both operands are activations, the keys/values cross
+    the graph boundary as the cache, and per-tensor int8 of softmax probabilities costs accuracy;
+  - Gather/GatherND over the embedding and RoPE tables, the causal mask (built with Range/
+    LessOrEqual/Where, holding -inf): a quantized mask table gives -inf * 0 = NaN.
+The schemes:
+  w8a8          QDQ static: int8 symmetric per-channel weights, uint8 asymmetric per-tensor
+                activations calibrated on text (MinMax over prefill and decode steps).
+  w8a8-dynamic  int8 per-channel weights, activations quantized per call (DynamicQuantizeLinear).
+  fp32          no pass.
+uint8 activations with int8 weights is the pairing MLAS, onnxruntime's CPU GEMM library, runs
+natively on both targets: x86 VNNI `vpdpbusd` multiplies u8 by s8, and the ARM64 `udot`/`ummla`
+kernels take u8 activations with weights of either sign. int8 activations are fast on ARM but go
+through a slow path on x86 (measured ~10x slower here, ../../shared/STACK-NOTES.md).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from mobilellm.errors import UserError
+
+SCHEMES = ("w8a8", "w8a8-dynamic", "fp32")
+
+
+def _reader(feeds: Iterable[dict]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class FeedReader(CalibrationDataReader):  # feeds: {input name: np.ndarray} per model call
+        def __init__(self):
+            self._it = iter(feeds)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    return FeedReader()
+
+
+def materialize_transposed_weights(model: onnx.ModelProto) -> list[str]:
+    """Replace `Transpose(initializer)` feeding MatMuls with one transposed initializer per source.
+
+    The exporter writes the tied output projection as MatMul(h, Transpose(embed_tokens)), which a
+    quantizer skips (its B is not a constant). One copy per *source* keeps a shared weight single."""
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    made: dict[str, str] = {}
+    drop = []
+    for n in g.node:
+        src = n.input[0] if n.op_type == "Transpose" and n.input else None
+        perm = [list(a.ints) for a in n.attribute if a.name == "perm"]
+        if src not in inits or perm not in ([[1, 0]], []) or len(inits[src].dims) != 2:
+            continue
+        if not all(c.op_type == "MatMul" and c.input[1] == n.output[0] for c in consumers.get(n.output[0], [])):
+            continue
+        if src not in made:
+            made[src] = f"{src}_t"
+            g.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[src]).T.copy(), made[src]))
+        for c in consumers[n.output[0]]:
+            c.input[1] = made[src]
+        drop.append(n)
+    for n in drop:
+        g.node.remove(n)
+    return list(made)
+
+
+def split_matmuls(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    """(weight MatMul node names, activation-by-activation MatMul node names)."""
+    inits = {i.name for i in model.graph.initializer}
+    mm = [n for n in model.graph.node if n.op_type == "MatMul"]
+    return [n.name for n in mm if n.input[1] in inits], [n.name for n in mm if n.input[1] not in inits]
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    for i, n in enumerate(model.graph.node):  # the quantizers address nodes by name
+        if not n.name:
+            n.name = f"{n.op_type}_{i}"
+
+
+def quantize(src: Path, dst: Path, scheme: str, feeds: Iterable[dict] | None = None,
+             quantize_embedding: bool = False) -> dict:
+    """Write the `scheme` version of float model `src` to `dst`; returns the manifest's quant facts."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    if scheme not in SCHEMES:
+        raise UserError(f"ONNX quantization scheme {scheme!r} is not supported; valid: {', '.join(SCHEMES)}")
+    if quantize_embedding:
+        raise UserError("--quantize-embedding is not implemented by the ONNX backend: its embedding table stays "
+                        "float32 (the tied output projection is quantized); drop the flag or use --backend executorch")
+    if scheme == "fp32":
+        shutil.copyfile(src, dst)
+        return {"format": "float", "activation_type": "float32", "weight_type": "float32"}
+    model = onnx.load(str(src))
+    _name_nodes(model)
+    transposed = materialize_transposed_weights(model)
+    weights, excluded = split_matmuls(model)
+    prepared = Path(dst).with_name(Path(dst).name + ".prep.onnx")
+    onnx.save(model, str(prepared))
+    # ORT basic optimizations + ONNX shape inference. Its symbolic shape inference is skipped: it
+    # fails on the dynamo exporter's scalar-axes Unsqueeze, and the exporter already wrote the shapes.
+    quant_pre_process(str(prepared), str(prepared), skip_symbolic_shape=True)
+    try:
+        common = dict(op_types_to_quantize=["MatMul"], nodes_to_quantize=weights, per_channel=True,
+                      reduce_range=False, weight_type=QuantType.QInt8)
+        if scheme == "w8a8":
+            if feeds is None:
+                raise UserError("w8a8 (static) needs calibration inputs")
+            quantize_static(str(prepared), str(dst), _reader(feeds), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                           "OpTypesToExcludeOutputQuantization": ["MatMul"]}, **common)
+            info = {"format": "QDQ static", "activation_type": "uint8 asymmetric, per-tensor, calibrated (MinMax)"}
+        else:
+            quantize_dynamic(str(prepared), str(dst), extra_options={"WeightSymmetric": True}, **common)
+            info = {"format": "dynamic (MatMulInteger)", "activation_type": "uint8 asymmetric, per-tensor, per call"}
+    finally:
+        prepared.unlink(missing_ok=True)
+    info.update(preprocess="quant_pre_process (symbolic shape inference skipped)", weight_type="int8 symmetric, per output channel", quantized_matmuls=len(weights),
+                excluded_nodes=excluded, excluded_reason="activation x activation MatMuls (attention); "
+                "Gather/GatherND tables, the causal mask and norms stay float", materialized_transposes=transposed)
+    return info
+
+
+def initializer_bytes(model: onnx.ModelProto) -> dict:
+    """Stored bytes split into embedding (table and output projection), blocks, and the rest."""
+    out = {"embedding_bytes": 0, "blocks_bytes": 0, "other_bytes": 0}
+    for t in model.graph.initializer:
+        n = int(np.prod(t.dims)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        key = "embedding_bytes" if "embed_tokens" in t.name else "blocks_bytes" if ".layers." in t.name else "other_bytes"
+        out[key] += n
+    return out
+
