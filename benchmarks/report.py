@@ -76,7 +76,8 @@ def sharing_markdown(rows: list[dict]) -> str:
             if vals is None:
                 out.append(f"| {label} | not measured | | | {paper} |")
                 continue
-            cells = [_fmt(v) + (_overhead(v, b) if kind != "base" else "") for v, b in zip(vals, base)]
+            cells = [_fmt(v, 2 if i == 2 else 1) + (_overhead(v, b) if kind != "base" else "")
+                     for i, (v, b) in enumerate(zip(vals, base))]
             out.append(f"| {label} | " + " | ".join(cells) + f" | {paper} |")
         out.append("")
     return "\n".join(out)

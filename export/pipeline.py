@@ -96,8 +96,8 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
 def _publish_companion(final: Path, staged: Path, manifest: dict) -> None:
     with atomic_path(final) as tmp:
         os.replace(staged, tmp)
-        write_manifest(final, {**manifest, "artifact": final.name, "sha256": sha256(tmp), "companion_of": manifest["artifact"],
-                               "sizes": {**manifest["sizes"], "file_bytes": size_bytes(tmp)}})
+        write_manifest(final, {**manifest, "artifact": final.name, "companion_of": manifest["artifact"],
+                               "sha256": sha256(tmp), "sizes": {**manifest["sizes"], "file_bytes": size_bytes(tmp)}})
 
 
 def _verify(backend: Backend, tmp: Path, manifest: dict, model, cfg: ExportConfig, quant_ref, info) -> dict:

@@ -16,6 +16,7 @@ COMMANDS = {
     "export": "quantize and lower a model to an ExecuTorch, ONNX or Core ML artifact",
     "bench": "measure load / init / execute latency, tokens/s, memory and size of artifacts",
     "report": "merge results files into a Markdown report with plots and a CSV",
+    "run": "the pipeline: export the sharing variants to every backend, verify, benchmark, report",
     "device": "run the benchmark on an Android phone or an iPhone and pull the results",
 }
 

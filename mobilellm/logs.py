@@ -13,9 +13,15 @@ import sys
 import threading
 import warnings
 
-NOISE = re.compile(rb"^\[(cpuinfo_utils\.cpp|kernel_runtime_context\.h|XNNPACKBackend\.cpp|method\.cpp|"
-                   rb"program\.cpp|operator_registry\.cpp)[:\]]|^Failed to load .*torchao/_C|"
-                   rb"^W\d{4} .*(_pytree|KernelPreference)")
+# A native log line may land glued to a progress bar's line, so noise is cut from where it starts.
+NOISE = re.compile(rb"\[(cpuinfo_utils\.cpp|kernel_runtime_context\.h|XNNPACKBackend\.cpp|method\.cpp|"
+                   rb"program\.cpp|operator_registry\.cpp)[:\]].*|Failed to load .*torchao/_C.*|"
+                   rb"W\d{4} .*(_pytree|KernelPreference).*")
+
+
+def _clean(line: bytes) -> bytes | None:
+    kept = NOISE.sub(b"", line)
+    return None if kept != line and not kept.strip(b" \r") else kept
 
 
 def quiet() -> None:
@@ -47,11 +53,11 @@ def _filter_fd2() -> None:
                     break
                 buf += chunk
                 *lines, buf = buf.split(b"\n")
-                out = b"".join(l + b"\n" for l in lines if not NOISE.search(l))
+                out = b"".join(c + b"\n" for c in map(_clean, lines) if c is not None)
                 if out:
                     os.write(real, out)
-            if buf and not NOISE.search(buf):
-                os.write(real, buf)
+            if buf and _clean(buf) is not None:
+                os.write(real, _clean(buf))
 
     t = threading.Thread(target=pump, daemon=True)
     t.start()

@@ -28,7 +28,7 @@ def _attend(q, k_all, v_all, input_pos):
     B, T, H, D = q.shape
     mask = _causal_mask(input_pos, T, k_all.shape[2], q.device)
     y = F.scaled_dot_product_attention(q.transpose(1, 2), k_all, v_all, attn_mask=mask, enable_gqa=True)
-    return y.transpose(1, 2).reshape(B, T, H * D)
+    return y.transpose(1, 2).reshape(B, -1, H * D)
 
 
 class _BufferKV(nn.Module):
@@ -91,7 +91,7 @@ class CustomOpKV(_BufferKV):
         torch.ops.llama.update_cache(k, self.k_cache, start)
         torch.ops.llama.update_cache(v, self.v_cache, start)
         y = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0, True)
-        return y.reshape(B, T, H * D)
+        return y.view(B, -1, H * D)
 
 
 class IOKV(nn.Module):

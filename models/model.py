@@ -22,25 +22,31 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        # mean of squares over a 4-D view [B, T, dim, 1]: XNNPACK lowers only a 4-D mean over the
-        # two innermost dims, and a norm left outside splits every block into extra partitions.
-        ms = (x * x).unsqueeze(-1).mean(dim=(2, 3), keepdim=True).view(x.shape[:-1] + (1,))  # [B, T, 1]
-        return x * torch.rsqrt(ms + self.eps) * self.weight
+        # Written for XNNPACK, which takes a 4-D mean over the two innermost dims only and a
+        # reshape with at most one inferred (-1) and no symbolic size; anything it refuses would
+        # split every block into extra partitions.
+        B, _, D = x.shape
+        x4 = x.unsqueeze(-1)  # [B, T, D, 1]
+        ms = (x4 * x4).mean(dim=(2, 3), keepdim=True)  # [B, T, 1, 1]
+        return (x4 * torch.rsqrt(ms + self.eps)).view(B, -1, D) * self.weight
 
 
-def rope_tables(args: ModelArgs) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin [context, head_dim/2] for the rotate-half RoPE of Hugging Face LLaMA."""
+def rope_tables(args: ModelArgs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """cos/sin [context, head_dim] for the rotate-half RoPE of Hugging Face LLaMA, and the
+    [head_dim, head_dim] matrix R with F.linear(x, R) == rotate_half(x) == cat(-x2, x1)."""
     inv = 1.0 / (args.rope_theta ** (torch.arange(0, args.head_dim, 2, dtype=torch.float64) / args.head_dim))
-    ang = torch.outer(torch.arange(args.context_len, dtype=torch.float64), inv)
-    return ang.cos().float(), ang.sin().float()
+    ang = torch.outer(torch.arange(args.context_len, dtype=torch.float64), inv).repeat(1, 2)
+    h = args.head_dim // 2
+    rot = torch.zeros(args.head_dim, args.head_dim)
+    rot[:h, h:] = -torch.eye(h)  # out[:h] = -x2
+    rot[h:, :h] = torch.eye(h)  # out[h:] = x1
+    return ang.cos().float(), ang.sin().float(), rot
 
 
-def apply_rope(x, cos, sin):
-    # x: [B, T, H, D]; cos/sin: [T, D/2] -> broadcast over batch and heads
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]  # slices, not chunk: XNNPACK takes slice_copy, not split
-    c, s = cos[None, :, None, :], sin[None, :, None, :]
-    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
+def apply_rope(x, cos, sin, rot):
+    # x: [B, T, H, D]; cos/sin: [1, T, 1, D]. rotate_half as a linear with a 0/+-1 matrix (exact):
+    # slicing a dynamic-length tensor, or a 4-D matmul's reshapes, would stay outside XNNPACK.
+    return x * cos + F.linear(x, rot) * sin
 
 
 class Attention(nn.Module):
@@ -52,12 +58,12 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(a.dim, a.n_kv_heads * a.head_dim, bias=False)
         self.o_proj = nn.Linear(a.n_heads * a.head_dim, a.dim, bias=False)
 
-    def forward(self, x, cos, sin, input_pos, kv):
-        B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.hd)  # [B, T, H, D]
-        k = self.k_proj(x).view(B, T, self.n_kv, self.hd)  # [B, T, Hkv, D]
-        v = self.v_proj(x).view(B, T, self.n_kv, self.hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    def forward(self, x, cos, sin, rot, input_pos, kv):
+        B = x.shape[0]
+        q = self.q_proj(x).view(B, -1, self.n_heads, self.hd)  # [B, T, H, D]
+        k = self.k_proj(x).view(B, -1, self.n_kv, self.hd)  # [B, T, Hkv, D]
+        v = self.v_proj(x).view(B, -1, self.n_kv, self.hd)
+        q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
         y = kv(q, k, v, input_pos)  # [B, T, H*D]
         return self.o_proj(y)
 
@@ -81,8 +87,8 @@ class Block(nn.Module):
         self.input_layernorm = RMSNorm(a.dim, a.norm_eps)
         self.post_attention_layernorm = RMSNorm(a.dim, a.norm_eps)
 
-    def forward(self, x, cos, sin, input_pos, kv):
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, input_pos, kv)
+    def forward(self, x, cos, sin, rot, input_pos, kv):
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, rot, input_pos, kv)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -105,9 +111,10 @@ class MobileLLM(nn.Module):
         self.model = Decoder(args)
         if not args.share_embedding:
             self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
-        cos, sin = rope_tables(args)
+        cos, sin, rot = rope_tables(args)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope_rot", rot, persistent=False)
         self.max_seq_len = max_seq_len or args.context_len
         if self.max_seq_len > args.context_len:
             raise ValueError(f"max_seq_len {self.max_seq_len} exceeds the model context {args.context_len}")
@@ -136,10 +143,12 @@ class MobileLLM(nn.Module):
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         T = tokens.shape[1]
         pos = input_pos[:1] + torch.arange(T, device=tokens.device)  # [T] absolute positions
-        cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # [T, D/2]
+        hd = self.args.head_dim
+        cos = self.rope_cos[pos].view(1, -1, 1, hd)  # [1, T, 1, D]
+        sin = self.rope_sin[pos].view(1, -1, 1, hd)
         h = self.model.embed_tokens(tokens)  # [B, T, dim]
         for i, layer in enumerate(self.args.schedule):  # immediate repeat: L0,L0,L1,L1,...
-            h = self.model.layers[layer](h, cos, sin, input_pos, self.kv[i])
+            h = self.model.layers[layer](h, cos, sin, self.rope_rot, input_pos, self.kv[i])
         h = self.model.norm(h)
         if self.args.share_embedding and "lm_head" not in self._modules:
             return F.linear(h, self.output_weight())  # [B, T, vocab]

@@ -1,9 +1,10 @@
 """Quantization passes over an exported float ONNX graph, with `onnxruntime.quantization`.
 
-Only the weight MatMuls are quantized (every `MatMul` whose right operand is an initializer: the
+Only the weight MatMuls are quantized (every `MatMul` whose right operand is a parameter: the
 q/k/v/o, gate/up/down and output projections). Left in float on purpose:
   - the attention MatMuls (q @ k^T, p @ v): both operands are activations, the keys/values cross
     the graph boundary as the cache, and per-tensor int8 of softmax probabilities costs accuracy;
+  - MatMuls with another constant (a RoPE rotate-half matrix): no speed to gain, q/k error to add;
   - Gather/GatherND over the embedding and RoPE tables, the causal mask (built with Range/
     LessOrEqual/Where, holding -inf): a quantized mask table gives -inf * 0 = NaN.
 The schemes:
@@ -62,7 +63,8 @@ def materialize_transposed_weights(model: onnx.ModelProto) -> list[str]:
         perm = [list(a.ints) for a in n.attribute if a.name == "perm"]
         if src not in inits or perm not in ([[1, 0]], []) or len(inits[src].dims) != 2:
             continue
-        if not all(c.op_type == "MatMul" and c.input[1] == n.output[0] for c in consumers.get(n.output[0], [])):
+        users = consumers.get(n.output[0], [])
+        if not users or not all(c.op_type == "MatMul" and c.input[1] == n.output[0] for c in users):
             continue
         if src not in made:
             made[src] = f"{src}_t"
@@ -76,10 +78,12 @@ def materialize_transposed_weights(model: onnx.ModelProto) -> list[str]:
 
 
 def split_matmuls(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """(weight MatMul node names, activation-by-activation MatMul node names)."""
-    inits = {i.name for i in model.graph.initializer}
+    """(weight MatMul node names, the other MatMul node names). A weight is an initializer that
+    came from a model parameter (`...weight`, `...weight_t`); other constants, such as a RoPE
+    rotation matrix, and activation operands stay float."""
+    weights = {i.name for i in model.graph.initializer if "weight" in i.name}
     mm = [n for n in model.graph.node if n.op_type == "MatMul"]
-    return [n.name for n in mm if n.input[1] in inits], [n.name for n in mm if n.input[1] not in inits]
+    return [n.name for n in mm if n.input[1] in weights], [n.name for n in mm if n.input[1] not in weights]
 
 
 def _name_nodes(model: onnx.ModelProto) -> None:
@@ -126,8 +130,9 @@ def quantize(src: Path, dst: Path, scheme: str, feeds: Iterable[dict] | None = N
             info = {"format": "dynamic (MatMulInteger)", "activation_type": "uint8 asymmetric, per-tensor, per call"}
     finally:
         prepared.unlink(missing_ok=True)
-    info.update(preprocess="quant_pre_process (symbolic shape inference skipped)", weight_type="int8 symmetric, per output channel", quantized_matmuls=len(weights),
-                excluded_nodes=excluded, excluded_reason="activation x activation MatMuls (attention); "
+    info.update(preprocess="quant_pre_process (symbolic shape inference skipped)",
+                weight_type="int8 symmetric, per output channel", quantized_matmuls=len(weights),
+                excluded_nodes=excluded, excluded_reason="MatMuls without a weight operand (attention, RoPE); "
                 "Gather/GatherND tables, the causal mask and norms stay float", materialized_transposes=transposed)
     return info
 
@@ -137,7 +142,8 @@ def initializer_bytes(model: onnx.ModelProto) -> dict:
     out = {"embedding_bytes": 0, "blocks_bytes": 0, "other_bytes": 0}
     for t in model.graph.initializer:
         n = int(np.prod(t.dims)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
-        key = "embedding_bytes" if "embed_tokens" in t.name else "blocks_bytes" if ".layers." in t.name else "other_bytes"
+        key = ("embedding_bytes" if "embed_tokens" in t.name else "blocks_bytes" if ".layers." in t.name
+               else "other_bytes")
         out[key] += n
     return out
 

@@ -61,7 +61,9 @@ class _IOGraph(nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        self.m = copy.deepcopy(model).set_kv("io")  # the caller's model stays the eager reference
+        # a structural copy sharing the parameters (no second copy of the weights): the caller's
+        # model keeps its modules and eager cache, and stays the reference for verification
+        self.m = copy.deepcopy(model, memo={id(p): p for p in model.parameters()}).set_kv("io")
         emb = self.m.model.embed_tokens.weight  # a tied output head stays one table (see quant/onnx.py)
         for parent in list(self.m.modules()):
             for name, child in list(parent.named_children()):
@@ -94,6 +96,7 @@ def _export_float(model, path: Path, max_seq_len: int) -> None:
     for n in proto.graph.node:  # per-node exporter notes: local source paths and stack traces
         del n.metadata_props[:]
         n.doc_string = ""
+    del prog
     onnx.save(proto, str(path))
 
 
@@ -147,7 +150,7 @@ def _calibration_feeds(float_path: Path, model, cfg) -> tuple[list[dict], str]:
             feeds.append(feed)
             past = sess.run(outs, feed)[1:]
             pos += len(chunk)
-    return feeds, f"{source}; {len(feeds)} calls: per window a prefill of up to {CALIB_PREFILL} tokens, then decode steps"
+    return feeds, f"{source}; {len(feeds)} calls: per window a prefill of {CALIB_PREFILL} tokens, then decode steps"
 
 
 def _threads() -> int:
@@ -221,7 +224,8 @@ def _export_in(model, cfg, tmp: Path, steps, stage: Path) -> dict:
             raise VerificationError(f"the ORT-format model: {e}") from None
     os.replace(final, tmp)
     quant = {**info, "description": DESCRIPTIONS[cfg.quant], "calibration": calib, "opset": OPSET}
-    return {**facts, "quant": quant, "threads_default": "MOBILELLM_THREADS or 2 (intra-op)",
+    runtime = {"provider": "CPUExecutionProvider", "intra_op_threads": "MOBILELLM_THREADS, default 2"}
+    return {**facts, "quant": quant, "runtime": runtime,
             "sizes": {**facts["sizes"], "ort_file_bytes": ort_path.stat().st_size},
             "companions": [{"path": ort_path, "suffix": ".ort",
                             "manifest": {"format": "ORT (onnxruntime-mobile)", "verification": ort_report}}]}

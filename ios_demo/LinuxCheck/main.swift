@@ -9,36 +9,33 @@ func emit(_ v: JSONValue) throws {
   print(String(decoding: try v.encoded(), as: UTF8.self))
 }
 
-/// The fixed measurements behind ios_demo/golden/results.example.json.
+/// The fixed measurements behind ios_demo/golden/results.example.json, through the app's own
+/// record assembly (artifactRecords), so the golden file is exactly what the app writes.
 func goldenRecords(manifests: [ArtifactManifest]) throws -> [ResultRecord] {
   var records: [ResultRecord] = []
+  let settings = BenchSettings()
   for (k, m) in manifests.enumerated() {
+    let coreML = m.backend == "coreml"
     let ctx = RecordContext(manifest: m, device: deviceDescription(machine: "iPhone14,5"),
                             os: osDescription(major: 18, minor: 2, patch: 1),
                             runtime: ["executorch": "1.5.1", "coreml": "iOS 18.2.1", "app": "0.1.0"],
-                            threads: m.backend == "coreml" ? 0 : 2, timestamp: "2026-05-04T10:00:00Z")
-    let (p, n) = try BenchSettings().plan(maxSeqLen: m.maxSeqLen)
+                            threads: coreML ? 0 : 2, timestamp: "2026-05-04T10:00:00Z")
+    let (p, n) = try settings.plan(maxSeqLen: m.maxSeqLen)
     let scale = 1.0 + Double(k)
-    let load = [41.0, 39.5, 40.2].map { $0 * scale }
-    let initMs = [1370.0, 1362.5, 1358.0].map { $0 * scale }
-    let prefill = [210.0, 205.5, 207.25, 206.0, 212.5, 204.0, 208.0, 209.5, 205.0, 206.5].map { $0 * scale }
-    let decode = [15.9, 15.6, 15.4, 15.7, 16.2, 15.5, 15.8, 15.6, 15.3, 15.9].map { $0 * scale }
-    let genTokS = [61.5, 62.0, 60.75].map { $0 / scale }
-    let loadSettings: [String: JSONValue] = ["warmup": .int(1), "iters": .int(3), "cache": .string("warm")]
-    records += ResultRecord.timing("load_ms", load, ctx, settings: loadSettings)
-    records += ResultRecord.timing("init_ms", initMs, ctx, settings: loadSettings)
-    records += ResultRecord.timing("prefill_ms", prefill, ctx,
-                                   settings: ["warmup": .int(3), "iters": .int(10), "prompt_len": .int(p)])
-    records += ResultRecord.timing("prefill_tokens_per_s", prefill.map { Double(p) * 1000 / $0 }, ctx,
-                                   settings: ["warmup": .int(3), "iters": .int(10), "prompt_len": .int(p)])
-    records += ResultRecord.timing("decode_ms", decode, ctx,
-                                   settings: ["warmup": .int(3), "iters": .int(10), "position": .int(p)])
-    records += ResultRecord.timing("decode_tokens_per_s", genTokS, ctx,
-                                   settings: ["warmup": .int(1), "iters": .int(3), "prompt_len": .int(p),
-                                              "gen_tokens": .int(n), "sampling": .string("greedy")])
-    records.append(.single("rss_after_init_mb", 182.5 * scale, ctx, note: "phys_footprint"))
-    records.append(.single("rss_after_generate_mb", 190.25 * scale, ctx, note: "phys_footprint; peak 231.0 MB"))
-    records.append(.single("size_mb", Double(m.fileBytes ?? 0) / ResultsSchema.bytesPerMB, ctx))
+    var s = BenchSamples()
+    s.loadMs = [41.0, 39.5, 40.2].map { $0 * scale }
+    s.initMs = [1370.0, 1362.5, 1358.0].map { $0 * scale }
+    s.prefillMs = (0..<settings.iters).map { (205.0 + Double(($0 * 7) % 9)) * scale }
+    s.decodeMs = (0..<settings.iters).map { (15.3 + Double(($0 * 5) % 11) / 10) * scale }
+    s.decodeTokensPerS = [61.5, 62.0, 60.75].map { $0 / scale }
+    s.rssAfterInitMB = 182.5 * scale
+    s.rssAfterGenerateMB = 190.25 * scale
+    s.peakMB = 231.0 * scale
+    s.sizeBytes = m.fileBytes ?? 0
+    let runtime: [String: JSONValue] = coreML ? ["compute_units": .string("all")]
+                                              : ["load_mode": .string("mmap_mlock_ignore_errors")]
+    records += artifactRecords(s, manifest: m, context: ctx, settings: settings, promptLen: p, genTokens: n,
+                               runtimeSettings: runtime)
   }
   return records
 }

@@ -39,14 +39,15 @@ def is_macos() -> bool:
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """What the app measures with; names and defaults as BenchSettings in ios_demo's MobileLLMCore.swift."""
+    """What the app measures with; names and defaults as BenchSettings in ios_demo's MobileLLMCore.swift,
+    the shared ones as `mobilellm bench` (benchmarks/bench.py BenchConfig)."""
 
     warmup: int = 3
-    iters: int = 10
+    iters: int = 20
     load_warmup: int = 1
     load_iters: int = 3
     prompt_len: int = 128
-    gen_tokens: int = 64
+    gen_tokens: int = 32
     gen_warmup: int = 1
     gen_iters: int = 3
 

@@ -234,12 +234,22 @@ def test_golden_results_follow_the_schema():
         for metric in TIMINGS:
             stats = sorted(r["statistic"] for r in mine if r["metric"] == metric)
             assert stats == ["median", "min", "p10", "p90"], (name, metric)
-        for metric in ("rss_after_init_mb", "rss_after_generate_mb", "size_mb"):
+        for metric in ("rss_after_init_mb", "rss_after_generate_mb", "size_mb", "kv_cache_mb"):
             assert [r["statistic"] for r in mine if r["metric"] == metric] == ["single"]
         for r in mine:
             assert set(schema.FIELDS) - {"note"} <= set(r) | {"settings"}
             assert set(r["runtime"]) == {"executorch", "coreml", "app"} and r["runtime"]["executorch"] == "1.5.1"
             assert r["device"] == "iPhone 13 (A15)" and r["os"].startswith("iOS ")
+            assert r["settings"]["prompt_len"] == r["settings"]["decode_position"] == 128
+    # the numbers the host computes the same way
+    from mobilellm.benchmarks.bench import kv_cache_bytes
+    from mobilellm.manifest import read_manifest
+    for name in GOLDEN_ARTIFACTS:
+        m = read_manifest(GOLDEN / name)
+        [kv] = [r for r in records if r["artifact"] == name and r["metric"] == "kv_cache_mb"]
+        assert kv["value"] == round(kv_cache_bytes(m) / 1e6, 4)
+        [size] = [r for r in records if r["artifact"] == name and r["metric"] == "size_mb"]
+        assert size["value"] == round(m["sizes"]["file_bytes"] / 1e6, 4)
 
 
 def test_golden_manifests_are_what_export_writes():
@@ -427,7 +437,7 @@ def linuxcheck(tmp_path_factory) -> Path:
                     "the rest of the app needs Xcode")
     exe = tmp_path_factory.mktemp("swift") / "linuxcheck"
     core = sorted((IOS_DEMO / "MobileLLMDemo" / "Core").glob("*.swift"))
-    p = subprocess.run([swiftc, "-O", *map(str, core), str(IOS_DEMO / "LinuxCheck" / "main.swift"), "-o", str(exe)],
+    p = subprocess.run([swiftc, *map(str, core), str(IOS_DEMO / "LinuxCheck" / "main.swift"), "-o", str(exe)],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path_factory.getbasetemp())
     assert p.returncode == 0, p.stderr[-4000:]
     return exe
@@ -496,10 +506,11 @@ def test_swift_reads_the_request_the_host_writes(linuxcheck, tmp_path):
 
 
 def test_swift_plan_device_and_size(linuxcheck, artifacts):
-    assert swift(linuxcheck, "plan", 512) == {"prompt_len": 128, "gen_tokens": 64}
-    assert swift(linuxcheck, "plan", 64) == {"prompt_len": 32, "gen_tokens": 32}
-    prompt = swift(linuxcheck, "prompt", 128, 512)
-    assert len(prompt) == 128 and prompt[0] == 1 and all(3 <= i < 512 for i in prompt[1:])
+    # P and N, and the prompt, exactly as `mobilellm bench` (benchmarks/bench.py, measure.py)
+    assert swift(linuxcheck, "plan", 512) == {"prompt_len": 128, "gen_tokens": 32}
+    assert swift(linuxcheck, "plan", 64) == {"prompt_len": 32, "gen_tokens": 31}
+    vocab = 512
+    assert swift(linuxcheck, "prompt", 128, vocab) == [1] + [(7 * i + 3) % (vocab - 3) + 3 for i in range(127)]
     assert swift(linuxcheck, "device", "iPhone14,5") == "iPhone 13 (A15)"
     assert swift(linuxcheck, "device", "iPhone99,1", "iPhone 99") == "iPhone 99 (iPhone99,1)"
     from mobilellm.io import size_bytes

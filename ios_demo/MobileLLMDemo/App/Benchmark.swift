@@ -1,12 +1,12 @@
 import Foundation
 
-/// Measures one artifact with the definitions of `mobilellm bench` on the host:
+/// Measures one artifact with the definitions of `mobilellm bench` on the host (benchmarks/measure.py):
 ///   load_ms / init_ms   load+init cycles, each with a fresh runtime object (LLMSession.open)
 ///   prefill_ms          one forward of P tokens at position 0
 ///   decode_ms           one forward of 1 token at position P, after a P-token prefill
 ///   decode_tokens_per_s N greedy tokens after a P-token prefill, argmax included
 ///   rss_*_mb            phys_footprint after init and after the generations; size_mb on disk
-/// Warmup runs are discarded; timings give median, p10, p90 and min records.
+/// Warmup runs are discarded; timings give median, p10, p90 and min records (artifactRecords).
 struct BenchmarkRunner {
   var settings: BenchSettings
   var hostDeviceName: String? = nil
@@ -16,77 +16,51 @@ struct BenchmarkRunner {
     let m = a.manifest, s = settings
     guard let vocab = m.vocabSize else { throw CoreError("\(a.name): manifest has no model.args.vocab_size") }
     let (p, n) = try s.plan(maxSeqLen: m.maxSeqLen)
+    var out = BenchSamples()
 
     log("\(a.name): load + init x\(s.loadWarmup + s.loadIters)")
-    var loads: [Double] = [], inits: [Double] = []
     var session: LLMSession? = nil
     for i in 0..<(s.loadWarmup + s.loadIters) {
       session = nil  // the previous runtime object goes before the next one comes
       let fresh = try Runtimes.session(for: a)
       let t = try await fresh.open()
-      if i >= s.loadWarmup { loads.append(t.loadMs); inits.append(t.initMs) }
+      if i >= s.loadWarmup { out.loadMs.append(t.loadMs); out.initMs.append(t.initMs) }
       session = fresh
     }
     guard let llm = session else { throw CoreError("no load+init cycle ran") }
-    let afterInit = DeviceInfo.footprint()
+    out.rssAfterInitMB = DeviceInfo.footprint()?.current
 
     log("\(a.name): prefill \(p) tokens x\(s.warmup + s.iters)")
     let prompt = benchmarkPrompt(count: p, vocabSize: vocab)
-    var prefill: [Double] = [], last: [Float] = []
     for i in 0..<(s.warmup + s.iters) {
       try llm.reset()
       let t0 = now()
-      last = try llm.forward(prompt, startPos: 0)
-      let dt = ms(since: t0)
-      if i >= s.warmup { prefill.append(dt) }
+      _ = try llm.forward(prompt, startPos: 0)
+      if i >= s.warmup { out.prefillMs.append(ms(since: t0)) }
     }
 
     log("\(a.name): decode at position \(p) x\(s.warmup + s.iters)")
-    let next = [argmax(last)]
-    var decode: [Double] = []
-    for i in 0..<(s.warmup + s.iters) {
+    for i in 0..<(s.warmup + s.iters) {  // the same step each time: position P, cache filled to P
       let t0 = now()
-      _ = try llm.forward(next, startPos: p)
-      let dt = ms(since: t0)
-      if i >= s.warmup { decode.append(dt) }
+      _ = try llm.forward([benchmarkDecodeToken], startPos: p)
+      if i >= s.warmup { out.decodeMs.append(ms(since: t0)) }
     }
 
     log("\(a.name): generate \(n) tokens x\(s.genWarmup + s.genIters)")
-    var rates: [Double] = []
     for i in 0..<(s.genWarmup + s.genIters) {
       try llm.reset()
       var logits = try llm.forward(prompt, startPos: 0)
       let t0 = now()
-      for j in 0..<n { logits = try llm.forward([argmax(logits)], startPos: p + j) }
-      let seconds = ms(since: t0) / 1000
-      if i >= s.genWarmup { rates.append(Double(n) / seconds) }
+      for pos in p..<(p + n) { logits = try llm.forward([argmax(logits)], startPos: pos) }
+      if i >= s.genWarmup { out.decodeTokensPerS.append(Double(n) / (ms(since: t0) / 1000)) }
     }
-    let afterGenerate = DeviceInfo.footprint()
+    if let f = DeviceInfo.footprint() { out.rssAfterGenerateMB = f.current; out.peakMB = f.peak }
+    out.sizeBytes = sizeOnDisk(a.url)
 
     let ctx = RecordContext(manifest: m, device: DeviceInfo.description(hostName: hostDeviceName), os: DeviceInfo.os,
                             runtime: DeviceInfo.runtime, threads: llm.threads, timestamp: isoTimestamp())
-    let rt = llm.runtimeSettings
-    func with(_ extra: [String: JSONValue]) -> [String: JSONValue] { rt.merging(extra) { _, new in new } }
-    let loadSettings = with(["warmup": .int(s.loadWarmup), "iters": .int(s.loadIters), "cache": .string("warm")])
-    let prefillSettings = with(["warmup": .int(s.warmup), "iters": .int(s.iters), "prompt_len": .int(p)])
-    var records = ResultRecord.timing("load_ms", loads, ctx, settings: loadSettings)
-    records += ResultRecord.timing("init_ms", inits, ctx, settings: loadSettings)
-    records += ResultRecord.timing("prefill_ms", prefill, ctx, settings: prefillSettings)
-    records += ResultRecord.timing("prefill_tokens_per_s", prefill.map { Double(p) * 1000 / $0 }, ctx,
-                                   settings: prefillSettings)
-    records += ResultRecord.timing("decode_ms", decode, ctx,
-                                   settings: with(["warmup": .int(s.warmup), "iters": .int(s.iters), "position": .int(p)]))
-    records += ResultRecord.timing("decode_tokens_per_s", rates, ctx,
-                                   settings: with(["warmup": .int(s.genWarmup), "iters": .int(s.genIters),
-                                                   "prompt_len": .int(p), "gen_tokens": .int(n),
-                                                   "sampling": .string("greedy")]))
-    if let f = afterInit { records.append(.single("rss_after_init_mb", f.current, ctx, note: "phys_footprint")) }
-    if let f = afterGenerate {
-      records.append(.single("rss_after_generate_mb", f.current, ctx,
-                             note: String(format: "phys_footprint; peak %.1f MB", f.peak)))
-    }
-    records.append(.single("size_mb", Double(sizeOnDisk(a.url)) / ResultsSchema.bytesPerMB, ctx))
-    return records
+    return artifactRecords(out, manifest: m, context: ctx, settings: s, promptLen: p, genTokens: n,
+                           runtimeSettings: llm.runtimeSettings)
   }
 }
 

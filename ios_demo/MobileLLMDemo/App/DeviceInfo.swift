@@ -49,7 +49,7 @@ enum DeviceInfo {
       }
     }
     guard kr == KERN_SUCCESS else { return nil }
-    return (Double(info.phys_footprint) / ResultsSchema.bytesPerMB,
-            Double(info.ledger_phys_footprint_peak) / ResultsSchema.bytesPerMB)
+    return (Double(info.phys_footprint) / ResultsSchema.memoryMB,
+            Double(info.ledger_phys_footprint_peak) / ResultsSchema.memoryMB)
   }
 }

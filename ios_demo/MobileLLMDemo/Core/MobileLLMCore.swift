@@ -136,6 +136,9 @@ public struct ArtifactManifest: Equatable {
   public let repeatFactor: Int
   public let paramCount: Int
   public let vocabSize: Int?
+  public let kvHeads: Int?
+  public let headDim: Int?
+  public let quantizeEmbedding: Bool
   public let maxSeqLen: Int
   public let tokenizer: String?
   public let sha256: String?
@@ -180,6 +183,9 @@ public struct ArtifactManifest: Equatable {
     repeatFactor = m?["repeat"]?.int ?? 1
     paramCount = try need(m?["param_count"]?.int, "model.param_count")
     vocabSize = m?["args"]?["vocab_size"]?.int
+    kvHeads = m?["args"]?["n_kv_heads"]?.int
+    headDim = m?["args"]?["head_dim"]?.int
+    if case .bool(let b)? = doc["quant"]?["quantize_embedding"] { quantizeEmbedding = b } else { quantizeEmbedding = false }
     maxSeqLen = try need(doc["max_seq_len"]?.int, "max_seq_len")
     tokenizer = doc["tokenizer"]?.string
     sha256 = doc["sha256"]?.string
@@ -223,8 +229,9 @@ public enum ResultsSchema {
     "perplexity": "", "top1_agreement": "", "kl_divergence": "nats",
   ]
   public static let statistics = ["median", "mean", "min", "max", "p10", "p90", "single"]
-  /// Bytes in the MB of the memory and size metrics.
-  public static let bytesPerMB = 1_048_576.0
+  /// MB as `mobilellm bench` counts them: memory in 2^20 bytes (as RSS in KiB / 1024), sizes in 10^6 bytes.
+  public static let memoryMB = 1_048_576.0
+  public static let sizeMB = 1_000_000.0
 
   public static func validate(_ r: ResultRecord, _ at: String = "record") throws {
     guard let unit = units[r.metric] else { throw CoreError("\(at): unknown metric '\(r.metric)'") }
@@ -242,6 +249,15 @@ public enum ResultsSchema {
     ])
     return try doc.encoded()
   }
+
+  /// The scheme as records name it: the manifest's, with "+emb8" for an int8 embedding table.
+  public static func scheme(of m: ArtifactManifest) -> String { m.scheme + (m.quantizeEmbedding ? "+emb8" : "") }
+
+  /// Float32 K and V of max_seq_len positions for every executed block, in MB (as `mobilellm bench`).
+  public static func kvCacheMB(of m: ArtifactManifest) -> Double? {
+    guard let h = m.kvHeads, let d = m.headDim else { return nil }
+    return 2.0 * Double(m.executedBlocks * m.maxSeqLen * h * d) * 4 / sizeMB
+  }
 }
 
 /// The fields every record of one artifact on one device shares.
@@ -257,7 +273,7 @@ public struct RecordContext: Equatable {
 
   public init(manifest m: ArtifactManifest, device: String, os: String, runtime: [String: String], threads: Int,
               timestamp: String) {
-    model = m.model; variant = m.variant; backend = m.backend; scheme = m.scheme
+    model = m.model; variant = m.variant; backend = m.backend; scheme = ResultsSchema.scheme(of: m)
     storedBlocks = m.storedBlocks; executedBlocks = m.executedBlocks
     self.device = device; self.os = os; self.runtime = runtime; self.threads = threads
     self.timestamp = timestamp; artifact = m.artifact; sha256 = m.sha256
@@ -279,7 +295,7 @@ public struct ResultRecord: Equatable {
     var o: [String: JSONValue] = [
       "model": .string(c.model), "variant": .string(c.variant), "stored_blocks": .int(c.storedBlocks),
       "executed_blocks": .int(c.executedBlocks), "backend": .string(c.backend), "scheme": .string(c.scheme),
-      "metric": .string(metric), "unit": .string(unit), "value": .double(value), "statistic": .string(statistic),
+      "metric": .string(metric), "unit": .string(unit), "value": .double((value * 1e4).rounded() / 1e4), "statistic": .string(statistic),
       "samples": .int(samples), "device": .string(c.device), "os": .string(c.os),
       "runtime": .object(c.runtime.mapValues { .string($0) }), "threads": .int(c.threads),
       "timestamp": .string(c.timestamp),
@@ -291,10 +307,11 @@ public struct ResultRecord: Equatable {
     return .object(o)
   }
 
-  /// A timing (or rate) measured `samples.count` times: median, p10, p90 and min as four records.
+  /// A timing (or rate) measured `samples.count` times: median, p10, p90 and min as four records;
+  /// the median alone for one sample, nothing for none (as `mobilellm bench`).
   public static func timing(_ metric: String, _ samples: [Double], _ context: RecordContext,
                             settings: [String: JSONValue]? = nil, note: String? = nil) -> [ResultRecord] {
-    Stats.timing.map { stat in
+    Stats.timing.prefix(samples.count > 1 ? 4 : samples.count).map { stat in
       ResultRecord(context: context, metric: metric, value: stat.value(samples), statistic: stat.statistic,
                    samples: samples.count, settings: settings, note: note)
     }
@@ -311,11 +328,11 @@ public struct ResultRecord: Equatable {
 
 public struct BenchSettings: Equatable {
   public var warmup = 3          // discarded runs before each timed series
-  public var iters = 10          // timed prefill / decode forwards
+  public var iters = 20          // timed prefill / decode forwards
   public var loadWarmup = 1      // discarded load+init cycles
   public var loadIters = 3       // timed load+init cycles, each with a fresh runtime object
   public var promptLen = 128     // P: prefill length and decode position, capped at max_seq_len / 2
-  public var genTokens = 64      // N: tokens generated per decode-throughput run
+  public var genTokens = 32      // N: tokens generated per decode-throughput run
   public var genWarmup = 1
   public var genIters = 3
   public init() {}
@@ -345,25 +362,71 @@ public struct BenchSettings: Equatable {
              "gen_warmup": .int(genWarmup), "gen_iters": .int(genIters)])
   }
 
-  /// P and N for an artifact with this KV-cache length: P = min(prompt_len, max_seq_len / 2),
-  /// N = min(gen_tokens, max_seq_len - P), so the generation fits in the cache.
+  /// P and N for an artifact with this KV-cache length, as `mobilellm bench`:
+  /// P = min(prompt_len, max_seq_len / 2), N = min(gen_tokens, max_seq_len - P - 1).
   public func plan(maxSeqLen: Int) throws -> (promptLen: Int, genTokens: Int) {
     guard maxSeqLen >= 4 else { throw CoreError("max_seq_len \(maxSeqLen) is too short to benchmark") }
     let p = max(1, min(promptLen, maxSeqLen / 2))
-    return (p, max(1, min(genTokens, maxSeqLen - p)))
+    return (p, max(1, min(genTokens, maxSeqLen - p - 1)))
+  }
+
+  /// What every record of one artifact carries in "settings".
+  public func recordSettings(promptLen p: Int, genTokens n: Int, threads: Int) -> [String: JSONValue] {
+    ["warmup": .int(warmup), "iters": .int(iters), "load_warmup": .int(loadWarmup), "load_iters": .int(loadIters),
+     "gen_warmup": .int(genWarmup), "gen_iters": .int(genIters), "prompt_len": .int(p), "gen_tokens": .int(n),
+     "decode_position": .int(p), "threads": .int(threads)]
   }
 }
 
-/// The benchmark prompt: BOS then deterministic pseudo-random ids in [3, vocab) (no tokenizer needed).
-public func benchmarkPrompt(count: Int, vocabSize: Int, bos: Int = 1) -> [Int] {
-  var x: UInt64 = 20240214
-  var ids = [bos]
-  while ids.count < count {
-    x = (x &* 6364136223846793005 &+ 1442695040888963407)
-    ids.append(3 + Int((x >> 33) % UInt64(max(1, vocabSize - 3))))
-  }
-  return Array(ids.prefix(count))
+/// Raw measurements of one artifact, as BenchmarkRunner takes them on the phone.
+public struct BenchSamples: Equatable {
+  public var loadMs: [Double] = []
+  public var initMs: [Double] = []
+  public var prefillMs: [Double] = []
+  public var decodeMs: [Double] = []
+  public var decodeTokensPerS: [Double] = []
+  public var rssAfterInitMB: Double?
+  public var rssAfterGenerateMB: Double?
+  public var peakMB: Double?
+  public var sizeBytes = 0
+  public init() {}
 }
+
+/// The records of one artifact: four statistics per timing and rate, single values for memory,
+/// size and KV cache; every record carries the run's settings.
+public func artifactRecords(_ s: BenchSamples, manifest m: ArtifactManifest, context ctx: RecordContext,
+                            settings: BenchSettings, promptLen p: Int, genTokens n: Int,
+                            runtimeSettings: [String: JSONValue] = [:]) -> [ResultRecord] {
+  let base = settings.recordSettings(promptLen: p, genTokens: n, threads: ctx.threads)
+    .merging(runtimeSettings) { _, new in new }
+  func with(_ extra: [String: JSONValue]) -> [String: JSONValue] { base.merging(extra) { _, new in new } }
+  var r: [ResultRecord] = []
+  r += ResultRecord.timing("load_ms", s.loadMs, ctx, settings: with(["cache": .string("warm")]))
+  r += ResultRecord.timing("init_ms", s.initMs, ctx, settings: base)
+  r += ResultRecord.timing("prefill_ms", s.prefillMs, ctx, settings: base)
+  r += ResultRecord.timing("prefill_tokens_per_s", s.prefillMs.map { Double(p) * 1000 / $0 }, ctx, settings: base)
+  r += ResultRecord.timing("decode_ms", s.decodeMs, ctx, settings: base)
+  r += ResultRecord.timing("decode_tokens_per_s", s.decodeTokensPerS, ctx, settings: with(["sampling": .string("greedy")]))
+  let memory = with(["memory": .string("phys_footprint")])
+  if let v = s.rssAfterInitMB { r.append(.single("rss_after_init_mb", v, ctx, settings: memory)) }
+  if let v = s.rssAfterGenerateMB {
+    let peak = s.peakMB.map { String(format: "peak %.1f MB", $0) }
+    r.append(.single("rss_after_generate_mb", v, ctx, settings: memory, note: peak))
+  }
+  r.append(.single("size_mb", Double(s.sizeBytes) / ResultsSchema.sizeMB, ctx, settings: base))
+  if let kv = ResultsSchema.kvCacheMB(of: m) {
+    r.append(.single("kv_cache_mb", kv, ctx, settings: base, note: "float32 K and V for max_seq_len positions"))
+  }
+  return r
+}
+
+/// The prompt `mobilellm bench` uses: BOS (1), then (7i + 3) mod (vocab - 3) + 3 (no tokenizer needed).
+public func benchmarkPrompt(count: Int, vocabSize: Int) -> [Int] {
+  [1] + (0..<max(0, count - 1)).map { (7 * $0 + 3) % max(1, vocabSize - 3) + 3 }
+}
+
+/// The token the decode step feeds at position P, as `mobilellm bench`.
+public let benchmarkDecodeToken = 5
 
 public func argmax(_ xs: [Float]) -> Int {
   var best = 0

@@ -1,0 +1,162 @@
+"""`mobilellm run`: the paper's comparison end to end. For each model, the three variants
+(N layers, LS 2xN shared, 2N layers unshared) are exported to every backend with the chosen
+scheme, verified, benchmarked where they can run, and reported in one directory.
+
+A run is resumable: an artifact whose manifest carries the same settings hash (model, weights,
+backend, scheme, options, tool versions) and passed verification is reused, not rebuilt."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mobilellm.errors import UserError, VerificationError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    models: tuple[str, ...] = ("125M",)
+    backends: tuple[str, ...] = ("executorch", "onnx", "coreml", "executorch-coreml")
+    quant: str = "w8a8"
+    max_seq_len: int = 512
+    out: Path = Path("runs/default")
+    seed: int = 0
+    checkpoint: Path | None = None
+    variants: tuple[str, ...] = ("base", "shared", "deep")
+
+
+@dataclass
+class Job:
+    variant: str
+    backend: str
+    scheme: str
+    args: object
+    path: Path | None = None
+    status: str = "pending"
+    note: str = ""
+    manifest: dict = field(default_factory=dict)
+
+
+VARIANT_LABEL = {"base": "N layers", "shared": "LS 2xN shared", "deep": "2N layers unshared"}
+
+
+def variant_args(base, kind: str):
+    base = base.replace(repeat=1)
+    return {"base": base, "shared": base.replace(repeat=2, name=f"LS-{base.name}"),
+            "deep": base.replace(n_layers=2 * base.n_layers, name=f"{base.name}-{2 * base.n_layers}L")}[kind]
+
+
+def scheme_for(backend, quant: str) -> tuple[str | None, str]:
+    """The backend's own scheme for the requested one, or (None, reason)."""
+    if quant in backend.schemes:
+        return quant, ""
+    return None, f"{backend.name} cannot do {quant} (its schemes: {', '.join(backend.schemes)})"
+
+
+def plan(cfg: RunConfig) -> list[Job]:
+    from mobilellm.export.base import get_backend
+    from mobilellm.models.checkpoint import read_config
+    from mobilellm.models.config import from_name
+    jobs = []
+    bases = [read_config(cfg.checkpoint)] if cfg.checkpoint else [from_name(m) for m in cfg.models]
+    for base in bases:
+        for b in cfg.backends:
+            backend = get_backend(b)
+            scheme, why = scheme_for(backend, cfg.quant)
+            for kind in cfg.variants:
+                a = variant_args(base, kind)
+                job = Job(kind, b, scheme or cfg.quant, a)
+                if scheme is None:
+                    job.status, job.note = "skipped", why
+                jobs.append(job)
+    return jobs
+
+
+def build_model(job: Job, cfg: RunConfig):
+    from mobilellm.models.checkpoint import load_model
+    from mobilellm.models.model import build
+    if cfg.checkpoint and job.variant != "deep":
+        return load_model(cfg.checkpoint, max_seq_len=cfg.max_seq_len, repeat=job.args.repeat), \
+            f"checkpoint {cfg.checkpoint.resolve()}"
+    note = " (no checkpoint for the 2N-layer control)" if cfg.checkpoint else ""
+    return build(job.args, seed=cfg.seed, max_seq_len=cfg.max_seq_len), f"random (seed {cfg.seed}){note}"
+
+
+def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> None:
+    from mobilellm.export.base import ExportConfig, get_backend
+    from mobilellm.export.pipeline import artifact_name, export_settings
+    from mobilellm.manifest import read_manifest, settings_hash
+    backend = get_backend(job.backend)
+    ecfg = ExportConfig(quant=job.scheme, max_seq_len=cfg.max_seq_len,
+                        quantize_embedding=job.backend == "executorch" and job.scheme != "fp32")
+    model, weights = build_model(job, cfg)
+    path = art_dir / artifact_name(model, backend, ecfg)
+    want = settings_hash(export_settings(model, weights, backend, ecfg))
+    old = read_manifest(path, required=False) if path.exists() else None
+    if old and old.get("settings_hash") == want and (old.get("verification") or {}).get("passed") is not False:
+        job.path, job.manifest, job.status, job.note = path, old, "reused", "same settings hash"
+        return
+    from mobilellm.export.pipeline import export_artifact
+    t0 = time.perf_counter()
+    try:
+        job.path, job.manifest = export_artifact(model, weights, backend, ecfg, art_dir, force=True, quiet=True)
+        job.status, job.note = "exported", f"{time.perf_counter() - t0:.0f} s"
+    except VerificationError as e:
+        job.status, job.note = "failed verification", str(e)
+    except UserError as e:
+        job.status, job.note = "refused", str(e)
+
+
+def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
+    from tqdm import tqdm
+
+    from mobilellm.benchmarks import schema
+    from mobilellm.benchmarks.bench import bench, missing_record
+    from mobilellm.benchmarks.report import build_report
+    out = Path(cfg.out)
+    art_dir = out / "artifacts"
+    art_dir.mkdir(parents=True, exist_ok=True)
+    jobs = plan(cfg)
+    weights = f"checkpoint {cfg.checkpoint}" if cfg.checkpoint else f"seeded random weights (seed {cfg.seed})"
+    log(f"mobilellm run: {', '.join(cfg.models) if not cfg.checkpoint else cfg.checkpoint} with {weights}; "
+        f"{len(jobs)} artifacts ({len(cfg.variants)} variants x {len(cfg.backends)} backends, {cfg.quant}) into {out}")
+    todo = [j for j in jobs if j.status == "pending"]
+    for job in tqdm(todo, desc="export + verify", unit="artifact", file=sys.stderr):
+        tqdm.write(f"  {job.backend} {job.scheme} {job.args.name} ({job.args.variant}) ...", file=sys.stderr)
+        export_job(job, cfg, art_dir)
+        tqdm.write(f"    {job.status}: {job.note[:200]}", file=sys.stderr)
+    ok = [j for j in jobs if j.path is not None and j.status in ("exported", "reused")]
+    records, missing = [], []
+    results = out / "results.json"
+    for job in jobs:
+        if job.path is None:
+            missing.append({"artifact": f"{job.args.name} {job.backend}", "backend": job.backend,
+                            "scheme": job.scheme, "variant": job.args.variant, "reason": f"{job.status}: {job.note}"})
+    try:
+        for job in tqdm(ok, desc="benchmark", unit="artifact", file=sys.stderr):
+            recs, miss = bench([job.path], bench_cfg)
+            records += recs
+            missing += miss
+            schema.save(results, records, missing)  # every finished record survives a later failure
+    finally:
+        schema.save(results, records, missing)
+    notes = [f"weights: {weights}" + (" — latency does not depend on weight values" if not cfg.checkpoint else ""),
+             f"scheme requested: {cfg.quant}; max sequence length {cfg.max_seq_len}",
+             f"bench: warm-up {bench_cfg.warmup}, {bench_cfg.iters} iterations x {bench_cfg.cold_runs} cold processes, "
+             f"{bench_cfg.threads} threads, prompt {min(bench_cfg.prompt_len, cfg.max_seq_len // 2)} tokens, decode timed at that position"]
+    report = build_report([results], out, notes=notes)
+    (out / "jobs.json").write_text(json.dumps([{"variant": j.variant, "backend": j.backend, "scheme": j.scheme,
+                                               "model": j.args.name, "status": j.status, "note": j.note,
+                                               "artifact": str(j.path) if j.path else None} for j in jobs], indent=1))
+    log("")
+    log(f"{'variant':<22} {'backend':<18} {'scheme':<8} {'status':<20} {'size MB':>8} {'decode ms':>10} {'init ms':>9}")
+    for j in jobs:
+        m = {r["metric"]: r["value"] for r in records if j.path and r.get("artifact") == j.path.name
+             and r["statistic"] in ("median", "single")}
+        log(f"{j.args.variant:<22} {j.backend:<18} {j.scheme:<8} {j.status:<20} "
+            f"{m.get('size_mb', float('nan')):>8.1f} {m.get('decode_ms', float('nan')):>10.2f} "
+            f"{m.get('init_ms', float('nan')):>9.1f}")
+    log(f"\nreport: {report}")
+    return report

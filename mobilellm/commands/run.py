@@ -1,0 +1,51 @@
+"""`mobilellm run`: export the three sharing variants to every backend, verify, benchmark, report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_arguments(p):
+    p.add_argument("--models", default="125M",
+                   help="comma-separated presets; each gives N layers, LS 2xN shared and 2N layers (default 125M)")
+    p.add_argument("--checkpoint", type=Path, help="use a local checkpoint's weights instead of seeded random ones")
+    p.add_argument("--backends", default="executorch,onnx,coreml,executorch-coreml", help="comma-separated backends")
+    p.add_argument("--quant", default="w8a8", help="quantization scheme for every backend (default w8a8)")
+    p.add_argument("--variants", default="base,shared,deep", help="comma-separated subset of base,shared,deep")
+    p.add_argument("--max-seq-len", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/default"), help="report directory (reused artifacts live here)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--cold-runs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prompt-len", type=int, default=128)
+
+
+def _names(s: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def main(ns):
+    from mobilellm.benchmarks.bench import BenchConfig
+    from mobilellm.benchmarks.pipeline import RunConfig, run
+    from mobilellm.errors import UserError
+    from mobilellm.export.base import get_backend
+    from mobilellm.models.config import from_name
+    bench_cfg = BenchConfig(warmup=ns.warmup, iters=ns.iters, threads=ns.threads, prompt_len=ns.prompt_len,
+                            cold_runs=ns.cold_runs)
+    variants = _names(ns.variants)
+    bad = [v for v in variants if v not in ("base", "shared", "deep")]
+    if bad or not variants:
+        raise UserError(f"unknown variant(s) {bad}; valid: base, shared, deep")
+    backends = _names(ns.backends)
+    for b in backends:
+        get_backend(b)  # unknown names fail here, listing the valid ones
+    models = _names(ns.models)
+    for m in models:
+        a = from_name(m)
+        if ns.max_seq_len > a.context_len:
+            raise UserError(f"--max-seq-len {ns.max_seq_len} exceeds {m}'s context of {a.context_len}")
+    cfg = RunConfig(models=models, backends=backends, quant=ns.quant, max_seq_len=ns.max_seq_len, out=ns.out,
+                    seed=ns.seed, checkpoint=ns.checkpoint, variants=variants)
+    run(cfg, bench_cfg)
+    return 0

@@ -1,0 +1,127 @@
+"""Quantization for the Core ML backends (`coreml`, `executorch-coreml`), with coremltools' own tools.
+
+Core ML quantizes activations only statically: int8 scales calibrated ahead of time, one per
+tensor. It has no dynamic (per-token) activation quantization, so the project's `w8a8` (the
+paper's per-token dynamic scheme) is refused with that reason and `w8a8-static` is offered:
+
+  w8           int8 per-channel symmetric weights (`linear_quantize_weights`) for every linear and
+               for the embedding table, which is the output head's matrix too and is stored once.
+  w8a8-static  w8, plus int8 per-tensor static activations into every block linear. Off macOS:
+               PT2E with ExecuTorch's CoreMLQuantizer (coremltools' annotator), calibrated in eager
+               PyTorch, then converted; the quantized eager model is kept as the reference the
+               artifact is checked against. On macOS (the `coreml` backend): coremltools'
+               `linear_quantize_activations`, which calibrates through Core ML prediction.
+
+The output head (a plain matmul with the shared embedding) keeps float activations in w8a8-static:
+its weight is the gather table, and a PT2E copy of it would store the table twice.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+SCHEMES = ("fp16", "fp32", "w8", "w8a8-static")
+_NO_DYNAMIC = ("Core ML has no dynamic (per-token) activation quantization; its int8 activations are "
+               "static, per-tensor, calibrated ahead of time (coremltools and ExecuTorch's Core ML docs)")
+REFUSED = {
+    "w8a8": f"{_NO_DYNAMIC}, and w8a8 here means per-token dynamic activations; use --quant w8a8-static",
+    "w8a8-dynamic": f"{_NO_DYNAMIC}; use --quant w8a8-static",
+    "8da4w": f"{_NO_DYNAMIC}, and 8da4w needs dynamic int8 activations; use --quant w8 or w8a8-static",
+}
+DESCRIPTIONS = {
+    "fp32": "float32 weights and compute (the KV-cache states are fp16: Core ML states are fp16 only)",
+    "fp16": "float16 weights and compute",
+    "w8": "int8 per-channel symmetric weights (embedding/output head included, stored once), fp16 activations",
+    "w8a8-static": "int8 per-channel symmetric weights; int8 per-tensor static activations (calibrated) into "
+                   "every block linear; output head: int8 weights, fp16 activations",
+}
+LINEAR_TYPE = "torch.nn.modules.linear.Linear"  # nn_module_stack records types by qualified name
+
+
+def weight_threshold(head_dim: int) -> int:
+    """Smallest tensor quantized: above the RoPE rotation matrix (head_dim^2 of 0/+-1) and norms."""
+    return head_dim * head_dim + 1
+
+
+def op_config_dict(head_dim: int) -> dict:
+    """OpLinearQuantizerConfig fields, as ExecuTorch's `op_linear_quantizer_config` compile spec takes them."""
+    return {"mode": "linear_symmetric", "dtype": "int8", "granularity": "per_channel",
+            "weight_threshold": weight_threshold(head_dim)}
+
+
+def tied_gathers(mlmodel) -> list[str]:
+    """Gather ops whose table also feeds another op: the shared embedding / output head."""
+    prog = getattr(mlmodel, "_mil_program", None)
+    users: dict[str, list] = {}
+    for fn in (prog.functions.values() if prog is not None else []):
+        for op in fn.operations:
+            for v in op.inputs.values():
+                for var in v if isinstance(v, (list, tuple)) else [v]:
+                    if getattr(var, "op", None) is not None and var.op.op_type == "const":
+                        users.setdefault(var.name, []).append(op)
+    return [op.name for ops in users.values() for op in ops
+            if op.op_type == "gather" and any(o.op_type != "gather" for o in ops)]
+
+
+def quantize_weights(mlmodel, head_dim: int):
+    """int8 per-channel weights for every linear and the tied embedding gather (one shared
+    constant, so both consumers must agree); RoPE tables and norms stay float."""
+    import coremltools.optimize as cto
+    op = cto.coreml.OpLinearQuantizerConfig._from_dict(op_config_dict(head_dim))
+    cfg = cto.coreml.OptimizationConfig(global_config=None, op_type_configs={"linear": op},
+                                        op_name_configs={name: op for name in tied_gathers(mlmodel)})
+    return cto.coreml.linear_quantize_weights(mlmodel, config=cfg)
+
+
+def quantize_activations_macos(mlmodel, windows: list[list[int]], lengths: list[int]):
+    """macOS only (calibration runs Core ML prediction): static int8 activations. Each window is
+    cut to an enumerated input length and fed as a prefill from position 0. Untested on Linux."""
+    import numpy as np
+    import coremltools.optimize as cto
+    cfg = cto.coreml.OptimizationConfig(global_config=cto.coreml.experimental.OpActivationLinearQuantizerConfig(
+        mode="linear_symmetric"))
+    samples = []
+    for w in windows:
+        n = max(t for t in lengths if t <= len(w))
+        samples.append({"tokens": np.array([w[:n]], np.int32), "input_pos": np.array([0], np.int32)})
+    return cto.coreml.experimental.linear_quantize_activations(mlmodel, cfg, samples)
+
+
+def _with_zero_biases(model: nn.Module) -> nn.Module:
+    """CoreMLQuantizer's linear pattern is linear(x, w, b): a bias-free linear (all of MobileLLM's)
+    matches nothing and would silently stay float. Exact zero biases make it match."""
+    m = copy.deepcopy(model)
+    for mod in m.modules():
+        if isinstance(mod, nn.Linear) and mod.bias is None:
+            mod.bias = nn.Parameter(torch.zeros(mod.out_features), requires_grad=False)
+    return m
+
+
+def quantize_static_pt2e(model: nn.Module, example, dynamic_shapes, windows: list[list[int]]):
+    """PT2E W8A8-static with CoreMLQuantizer on every nn.Linear. Returns the converted graph
+    module (runnable eagerly: the quantized reference) and facts for the manifest."""
+    from coremltools.optimize.torch.quantization.quantization_config import (
+        LinearQuantizerConfig, ModuleLinearQuantizerConfig)
+    from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    m = _with_zero_biases(model)
+    gm = torch.export.export(m, example, dynamic_shapes=dynamic_shapes, strict=False).module()
+    op = ModuleLinearQuantizerConfig(quantization_scheme="symmetric", activation_dtype=torch.quint8,
+                                     weight_dtype=torch.qint8, weight_per_channel=True)
+    prepared = prepare_pt2e(gm, CoreMLQuantizer(LinearQuantizerConfig(module_type_configs={LINEAR_TYPE: op})))
+    with torch.no_grad():
+        for w in windows:
+            prepared(torch.tensor([w], dtype=torch.long), torch.tensor([0], dtype=torch.long))
+    q = convert_pt2e(prepared)
+    linears = [n for n in q.graph.nodes if n.target == torch.ops.aten.linear.default]
+    fed = sum(1 for n in linears if "dequantize" in str(getattr(n.args[0], "target", "")))
+    n_lin = sum(1 for mod in m.modules() if isinstance(mod, nn.Linear))
+    facts = {"method": "PT2E, ExecuTorch CoreMLQuantizer (coremltools annotator), calibrated in eager PyTorch",
+             "linear_calls": len(linears), "linear_calls_with_int8_inputs": fed,
+             "zero_biases_added": n_lin, "calibration_windows": len(windows)}
+    if fed == 0:
+        raise RuntimeError("CoreMLQuantizer annotated no linear: the W8A8 artifact would be weight-only")
+    return q, facts
