@@ -25,6 +25,7 @@ class RunConfig:
     seed: int = 0
     checkpoint: Path | None = None
     variants: tuple[str, ...] = ("base", "shared", "deep")
+    workers: int = 2
 
 
 @dataclass
@@ -84,7 +85,7 @@ def build_model(job: Job, cfg: RunConfig):
     return build(job.args, seed=cfg.seed, max_seq_len=cfg.max_seq_len), f"random (seed {cfg.seed}){note}"
 
 
-def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> None:
+def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     from mobilellm.export.base import ExportConfig, get_backend
     from mobilellm.export.pipeline import artifact_name, export_settings
     from mobilellm.manifest import read_manifest, settings_hash
@@ -97,7 +98,7 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> None:
     old = read_manifest(path, required=False) if path.exists() else None
     if old and old.get("settings_hash") == want and (old.get("verification") or {}).get("passed") is not False:
         job.path, job.manifest, job.status, job.note = path, old, "reused", "same settings hash"
-        return
+        return job
     from mobilellm.export.pipeline import export_artifact
     t0 = time.perf_counter()
     try:
@@ -107,6 +108,36 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> None:
         job.status, job.note = "failed verification", str(e)
     except UserError as e:
         job.status, job.note = "refused", str(e)
+    return job
+
+
+def _export_worker(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
+    from mobilellm.logs import quiet
+    quiet()
+    return export_job(job, cfg, art_dir)
+
+
+def export_all(jobs: list[Job], cfg: RunConfig, art_dir: Path, workers: int) -> None:
+    """Lowering is single-threaded Python: on N cores, N exports at once (longest first)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    from tqdm import tqdm
+    todo = sorted((j for j in jobs if j.status == "pending"), key=lambda j: -j.args.param_count() * j.args.repeat)
+    bar = tqdm(total=len(todo), desc="export + verify", unit="artifact", file=sys.stderr)
+    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_export_worker, j, cfg, art_dir): j for j in todo}
+        for fut in cf.as_completed(futures):
+            job = futures[fut]
+            try:
+                done = fut.result()
+            except Exception as e:  # a worker that crashed (e.g. killed for memory) fails only its job
+                done = job
+                done.status, done.note = "crashed", f"{type(e).__name__}: {e}"
+            job.path, job.manifest, job.status, job.note = done.path, done.manifest, done.status, done.note
+            tqdm.write(f"  {job.backend} {job.scheme} {job.args.name} ({job.args.variant}): {job.status} "
+                       f"{job.note[:160]}", file=sys.stderr)
+            bar.update(1)
+    bar.close()
 
 
 def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
@@ -122,11 +153,7 @@ def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
     weights = f"checkpoint {cfg.checkpoint}" if cfg.checkpoint else f"seeded random weights (seed {cfg.seed})"
     log(f"mobilellm run: {', '.join(cfg.models) if not cfg.checkpoint else cfg.checkpoint} with {weights}; "
         f"{len(jobs)} artifacts ({len(cfg.variants)} variants x {len(cfg.backends)} backends, {cfg.quant}) into {out}")
-    todo = [j for j in jobs if j.status == "pending"]
-    for job in tqdm(todo, desc="export + verify", unit="artifact", file=sys.stderr):
-        tqdm.write(f"  {job.backend} {job.scheme} {job.args.name} ({job.args.variant}) ...", file=sys.stderr)
-        export_job(job, cfg, art_dir)
-        tqdm.write(f"    {job.status}: {job.note[:200]}", file=sys.stderr)
+    export_all(jobs, cfg, art_dir, cfg.workers)
     ok = [j for j in jobs if j.path is not None and j.status in ("exported", "reused")]
     records, missing = [], []
     results = out / "results.json"

@@ -98,7 +98,8 @@ def delegation_report(gm) -> dict:
         name = getattr(n.target, "__name__", str(n.target))
         if name == "executorch_call_delegate":
             delegates += 1
-        elif "." in name:  # an operator (plain Python callables are symbolic-shape arithmetic)
+        elif "." in name and not name.startswith(("aten._assert", "aten.sym_size", "aten._local_scalar")):
+            # an operator (Python callables and the ops above are symbolic-shape bookkeeping)
             outside[name.removeprefix("aten.").removesuffix(".default")] += 1
     return {"xnnpack_partitions": delegates, "ops_outside_xnnpack": dict(outside.most_common()),
             "summary": f"{delegates} XNNPACK partitions; outside: "

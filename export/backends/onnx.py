@@ -1,6 +1,7 @@
 """ONNX backend: the prefill/decode step as one ONNX graph for onnxruntime, plus its ORT-format twin.
 
-ONNX has no mutable state, so the KV cache crosses the graph boundary (kv kind "io"): inputs
+ONNX has no mutable state, so the KV cache crosses the graph boundary (the "io" contract of
+models/kv.py, with attention written for onnxruntime in `_GroupedIOKV`): inputs
 `tokens` [1, T], `input_pos` [1] and `past_key_values.N.{key,value}` [1, Hkv, P, D], outputs `logits`
 [1, T, V] and `present.N.{key,value}` [1, Hkv, P+T, D], one pair per *executed* block (the
 onnxruntime-genai / optimum names). T and P are dynamic: one graph serves prefill and decode.
@@ -21,13 +22,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mobilellm.errors import UserError, VerificationError
 from mobilellm.export.base import Backend, Session, register
 from mobilellm.models.generate import check_tokens
+from mobilellm.models.kv import _causal_mask
+from mobilellm.models.model import RMSNorm
 
-OPSET = 20
+OPSET = 23  # RMSNormalization; onnxruntime (and -mobile) 1.23 or newer
 SCHEMES = ("w8a8", "w8a8-dynamic", "fp32")
 DESCRIPTIONS = {  # what each scheme means here (the generic SCHEME_HELP text is ExecuTorch's reading)
     "w8a8": "QDQ static: int8 per-channel symmetric weights, uint8 per-tensor activations calibrated on text",
@@ -56,6 +60,42 @@ class _LinearT(nn.Module):
         return x @ self.weight_t
 
 
+class _RMSNormOp(nn.Module):
+    """F.rms_norm, which the exporter writes as one RMSNormalization op (opset 23) instead of seven."""
+
+    def __init__(self, norm):
+        super().__init__()
+        self.weight, self.eps = norm.weight, norm.eps
+
+    def forward(self, x):
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class _GroupedIOKV(nn.Module):
+    """The "io" cache (present = cat(past, new)) with attention written for onnxruntime: the query
+    heads are grouped per kv head, so the cache is never copied out to all heads (SDPA's
+    enable_gqa exports as an Expand of the whole cache on every step), and no SDPA decomposition."""
+
+    def __init__(self, n_heads: int, n_kv: int, head_dim: int):
+        super().__init__()
+        self.G, self.scale = n_heads // n_kv, head_dim ** -0.5
+        self.past = self.present = None
+
+    def forward(self, q, k, v, input_pos):
+        B, T, H, D = q.shape
+        pk, pv = self.past
+        k_all = torch.cat([pk, k.transpose(1, 2)], dim=2)  # [B, Hkv, S, D]
+        v_all = torch.cat([pv, v.transpose(1, 2)], dim=2)
+        self.present = (k_all, v_all)
+        Hkv, S = k_all.shape[1], k_all.shape[2]
+        qg = (q * self.scale).view(B, T, Hkv, self.G, D).permute(0, 2, 3, 1, 4).reshape(B, Hkv, self.G * T, D)
+        att = qg @ k_all.transpose(2, 3)  # [B, Hkv, G*T, S]
+        mask = _causal_mask(input_pos, T, S, q.device).repeat(self.G, 1)  # [G*T, S]
+        p = att.masked_fill(~mask, float("-inf")).softmax(-1)  # every row sees itself: no all -inf row
+        y = p @ v_all  # [B, Hkv, G*T, D]
+        return y.view(B, Hkv, self.G, T, D).permute(0, 3, 1, 2, 4).reshape(B, T, H * D)
+
+
 class _IOGraph(nn.Module):
     """forward(tokens, input_pos, past) -> (logits, presents): the model with its cache as tensors."""
 
@@ -63,12 +103,16 @@ class _IOGraph(nn.Module):
         super().__init__()
         # a structural copy sharing the parameters (no second copy of the weights): the caller's
         # model keeps its modules and eager cache, and stays the reference for verification
-        self.m = copy.deepcopy(model, memo={id(p): p for p in model.parameters()}).set_kv("io")
+        self.m = copy.deepcopy(model, memo={id(p): p for p in model.parameters()})
+        a = model.args
+        self.m.kv = nn.ModuleList(_GroupedIOKV(a.n_heads, a.n_kv_heads, a.head_dim) for _ in range(a.n_executed))
         emb = self.m.model.embed_tokens.weight  # a tied output head stays one table (see quant/onnx.py)
         for parent in list(self.m.modules()):
             for name, child in list(parent.named_children()):
                 if isinstance(child, nn.Linear) and child.weight is not emb:
                     setattr(parent, name, _LinearT(child))
+                elif isinstance(child, RMSNorm):
+                    setattr(parent, name, _RMSNormOp(child))
         self.eval()
 
     def forward(self, tokens, input_pos, past):

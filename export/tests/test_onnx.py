@@ -47,7 +47,7 @@ def test_each_scheme_exports_and_verifies(exported, scheme):
     assert path.is_file() and path.suffix == ".onnx"
     v = m["verification"]
     assert v["passed"] and v["scheme"] == scheme, v
-    assert m["opset"]["ai.onnx"] == 20 and m["quant"]["scheme"] == scheme
+    assert m["opset"]["ai.onnx"] == 23 and m["quant"]["scheme"] == scheme
     assert m["sizes"]["embedding_bytes"] > 0 and m["sizes"]["blocks_bytes"] > 0
     if scheme != "fp32":
         q = m["quant"]

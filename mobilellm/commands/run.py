@@ -19,6 +19,7 @@ def add_arguments(p):
     p.add_argument("--cold-runs", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--workers", type=int, default=2, help="exports run in parallel (lowering is single-threaded)")
 
 
 def _names(s: str) -> tuple[str, ...]:
@@ -46,6 +47,7 @@ def main(ns):
         if ns.max_seq_len > a.context_len:
             raise UserError(f"--max-seq-len {ns.max_seq_len} exceeds {m}'s context of {a.context_len}")
     cfg = RunConfig(models=models, backends=backends, quant=ns.quant, max_seq_len=ns.max_seq_len, out=ns.out,
-                    seed=ns.seed, checkpoint=ns.checkpoint, variants=variants)
+                    seed=ns.seed, checkpoint=ns.checkpoint, variants=variants,
+                    workers=ns.workers)
     run(cfg, bench_cfg)
     return 0

@@ -31,6 +31,7 @@ RUN_FLAG = "--mobilellm-run"  # RunLayout.runFlag in MobileLLMCore.swift
 POLL_S = 5.0  # seconds between status polls
 CONTAINER = ("--domain-type", "appDataContainer")
 TOKENIZER_SUFFIXES = (".model", ".json")
+APP_RUNS = (".pte", ".mlpackage", ".mlmodelc")  # Runtimes.byExtension in ios_demo's LLMSession.swift
 
 
 def is_macos() -> bool:
@@ -69,11 +70,19 @@ class Device:
 
     @classmethod
     def from_json(cls, d: dict) -> "Device":
+        """One entry of `devicectl list devices`: the *Properties layout, or the newer "properties"
+        sections (hardware, software, state, connection), whichever is there."""
         hw, props, conn = (d.get(k) or {} for k in ("hardwareProperties", "deviceProperties", "connectionProperties"))
-        return cls(identifier=d.get("identifier", ""), udid=hw.get("udid", ""), name=props.get("name", "?"),
+        new = d.get("properties") or {}
+        hw = {**hw, **(new.get("hardware") or {})}
+        version = ((new.get("software") or {}).get("osVersionNumber") or {})
+        version = (version.get("stringValue") if isinstance(version, dict) else version) or props.get("osVersionNumber")
+        return cls(identifier=d.get("identifier", ""), udid=hw.get("udid", ""),
+                   name=(new.get("state") or {}).get("name") or props.get("name") or "?",
                    model=hw.get("marketingName") or hw.get("productType") or "?",
-                   os=f"{hw.get('platform', 'iOS')} {props.get('osVersionNumber', '?')}",
-                   state=conn.get("tunnelState") or conn.get("pairingState") or "?")
+                   os=f"{hw.get('platform', 'iOS')} {version or '?'}",
+                   state=(new.get("connection") or {}).get("state") or conn.get("tunnelState")
+                   or conn.get("pairingState") or "?")
 
     def __str__(self):
         return f"{self.name} ({self.model}, {self.os}, udid {self.udid or self.identifier}, {self.state})"
@@ -137,16 +146,21 @@ def find_artifacts(directory: Path) -> list[Artifact]:
     from mobilellm.manifest import read_manifest
     if not directory.is_dir():
         raise UserError(f"--artifacts {directory} is not a directory")
-    found = []
+    found, skipped = [], []
     for mpath in sorted(directory.glob("*.manifest.json")):
         art = mpath.with_name(mpath.name[: -len(".manifest.json")])
         if art.name.endswith(".failed") or not art.exists():
             continue
+        if art.suffix not in APP_RUNS:
+            skipped.append(art.name)
+            continue
         m = read_manifest(art)
         found.append(Artifact(art, m, _tokenizer_for(art, m)))
+    if skipped:
+        say(f"skip     {', '.join(skipped)}: the iOS app runs {', '.join(APP_RUNS)} only")
     if not found:
-        raise UserError(f"no artifacts in {directory}: expected files such as model.pte with model.pte.manifest.json "
-                        f"beside them (`mobilellm export --out {directory}`)")
+        raise UserError(f"no artifacts the iOS app runs ({', '.join(APP_RUNS)}) in {directory}: expected files such "
+                        f"as model.pte with model.pte.manifest.json beside them (`mobilellm export --out {directory}`)")
     return found
 
 
@@ -290,11 +304,14 @@ def pull(ctl: Devicectl, device: Device, bundle_id: str, run_id: str, out: Path,
     ctl.copy_from(device, bundle_id, f"Documents/results/{run_id}/results.json", got)
     log = tmp / "log.txt"
     ctl.copy_from(device, bundle_id, f"Documents/results/{run_id}/log.txt", log, check=False)
-    out.mkdir(parents=True, exist_ok=True)
     dest = out / f"results-{_slug(device.model)}-{run_id}.json"
-    shutil.copyfile(got, dest)
-    if log.exists():
-        shutil.copyfile(log, dest.with_suffix(".log"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(got, dest)
+        if log.exists():
+            shutil.copyfile(log, dest.with_suffix(".log"))
+    except OSError as e:
+        raise UserError(f"cannot write the results to {out}: {e.strerror}") from None
     say(f"results  {dest}")
     return dest
 

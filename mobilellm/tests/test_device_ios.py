@@ -17,7 +17,6 @@ import pytest
 from mobilellm.benchmarks import schema
 from mobilellm.cli import main as cli_main
 from mobilellm.devices import ios
-from mobilellm.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 IOS_DEMO = ROOT / "ios_demo"
@@ -207,6 +206,10 @@ def artifacts(tmp_path, sp_tokenizer) -> Path:
                              "tokenizer": str(sp_tokenizer), "sizes": {"file_bytes": size_bytes(art)},
                              "sha256": sha256(art)})
     (d / "leftover.pte.failed").write_bytes(b"x")  # a failed export is never copied
+    onnx = d / "tiny-random_w8a8_onnx.onnx"  # nor what the app cannot run
+    onnx.write_bytes(b"onnx")
+    write_manifest(onnx, {"artifact": onnx.name, "backend": "onnx", "quant": {"scheme": "w8a8"},
+                          "model": model_section(args, "random (seed 0)"), "max_seq_len": 64})
     return d
 
 
@@ -310,7 +313,9 @@ def test_copies_runs_and_pulls(fake_phone, artifacts, tmp_path, capsys, monkeypa
     monkeypatch.setitem(sys.modules, "mobilellm.benchmarks.report", fake_report)
     out = tmp_path / "out"
     assert run("--artifacts", artifacts, "--out", out, "--iters", 5, "--prompt-len", 32) == 0
-    stdout = capsys.readouterr().out
+    captured = capsys.readouterr()
+    stdout = captured.out
+    assert "skip     tiny-random_w8a8_onnx.onnx: the iOS app runs .pte, .mlpackage, .mlmodelc only" in captured.err
 
     # the results came back, valid, one set per artifact, and went to the report
     [results] = out.glob("results-iphone-13-*.json")
@@ -378,6 +383,16 @@ def test_picks_the_phone_by_udid(fake_phone, artifacts, tmp_path, capsys):
     assert (fake_phone.documents(2) / "artifacts").is_dir() and not fake_phone.documents(1).exists()
 
 
+def test_reads_both_devicectl_layouts():
+    old = ios.Device.from_json(phone(1))
+    new = ios.Device.from_json({"identifier": old.identifier, "properties": {
+        "hardware": {"udid": old.udid, "marketingName": "iPhone 13", "platform": "iOS", "deviceType": "iPhone"},
+        "software": {"osVersionNumber": {"components": [18, 2, 1], "stringValue": "18.2.1"}},
+        "state": {"name": "Test phone 1"}, "connection": {"state": "connected", "pairingState": "paired"}}})
+    assert new == old
+    assert str(old) == f"Test phone 1 (iPhone 13, iOS 18.2.1, udid {old.udid}, connected)"
+
+
 @pytest.mark.parametrize("setup,message", [
     (dict(devices=[]), "no iPhone found by `xcrun devicectl list devices`"),
     (dict(apps={}), f"the ios_demo app ({ios.BUNDLE_ID}) is not installed on Test phone 1"),
@@ -418,7 +433,8 @@ def test_an_artifact_the_app_could_not_measure_is_a_warning(fake_phone, artifact
 
 def test_bad_local_input(fake_phone, artifacts, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert "no artifacts in" in error_of(capsys, "--artifacts", tmp_path / "empty")
+    assert "no artifacts the iOS app runs (.pte, .mlpackage, .mlmodelc) in" in error_of(capsys, "--artifacts",
+                                                                                         tmp_path / "empty")
     assert "is not a directory" in error_of(capsys, "--artifacts", tmp_path / "nope")
     assert "--iters must be >= 1, got 0" in error_of(capsys, "--artifacts", artifacts, "--iters", "0")
     assert "--merge: results file" in error_of(capsys, "--artifacts", artifacts, "--merge", tmp_path / "x.json")

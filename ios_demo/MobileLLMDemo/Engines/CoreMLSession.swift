@@ -121,8 +121,10 @@ final class CoreMLSession: LLMSession {
     switch a.dataType {
     case .float32:
       a.withUnsafeBufferPointer(ofType: Float.self) { p in for j in 0..<vocab { row[j] = p[base + j * step] } }
+#if arch(arm64)
     case .float16:
       a.withUnsafeBufferPointer(ofType: Float16.self) { p in for j in 0..<vocab { row[j] = Float(p[base + j * step]) } }
+#endif
     case .double:
       a.withUnsafeBufferPointer(ofType: Double.self) { p in for j in 0..<vocab { row[j] = Float(p[base + j * step]) } }
     default:

@@ -77,11 +77,13 @@ final class ChatModel: ObservableObject {
     output = ""; error = nil; tokensPerSecond = nil; generating = true
     stopFlag.stopped = false
     let meter = RateMeter()
-    let emit: (String) -> Void = { piece in
+    let emit: (String) -> Void = { piece in  // from the generating thread; the main queue keeps the order
       let rate = meter.tick()
-      Task { @MainActor in
-        self.output += piece
-        if let r = rate { self.tokensPerSecond = r }
+      DispatchQueue.main.async {
+        MainActor.assumeIsolated {
+          self.output += piece
+          if let r = rate { self.tokensPerSecond = r }
+        }
       }
     }
     let key = a.url.path + "|" + tokenizer.path
