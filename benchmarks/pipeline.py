@@ -77,12 +77,12 @@ def plan(cfg: RunConfig) -> list[Job]:
 
 def build_model(job: Job, cfg: RunConfig):
     from mobilellm.models.checkpoint import load_model
-    from mobilellm.models.model import build
+    from mobilellm.models.model import build, random_weights_label
     if cfg.checkpoint and job.variant != "deep":
         return load_model(cfg.checkpoint, max_seq_len=cfg.max_seq_len, repeat=job.args.repeat), \
             f"checkpoint {cfg.checkpoint.resolve()}"
     note = " (no checkpoint for the 2N-layer control)" if cfg.checkpoint else ""
-    return build(job.args, seed=cfg.seed, max_seq_len=cfg.max_seq_len), f"random (seed {cfg.seed}){note}"
+    return build(job.args, seed=cfg.seed, max_seq_len=cfg.max_seq_len), random_weights_label(cfg.seed) + note
 
 
 def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:

@@ -96,8 +96,10 @@ def _discover() -> None:
 
 
 def backend_names() -> list[str]:
-    _discover()
-    return sorted(_REGISTRY)
+    """Registered names without importing the plugins (module backends/foo_bar.py registers foo-bar):
+    help texts stay fast; `get_backend` imports them."""
+    from mobilellm.export import backends
+    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(backends.__path__))
 
 
 def get_backend(name: str) -> Backend:

@@ -163,6 +163,11 @@ class MobileLLM(nn.Module):
         return self
 
 
+def random_weights_label(seed: int) -> str:
+    """How manifests and reports name seeded random weights (one spelling, so runs can reuse artifacts)."""
+    return f"random (seed {seed}; no checkpoint given)"
+
+
 def build(args: ModelArgs, seed: int = 0, max_seq_len: int | None = None, kv_kind: str = "eager") -> MobileLLM:
     """A model with seeded random weights (latency does not depend on weight values)."""
     g = torch.Generator().manual_seed(seed)

@@ -7,7 +7,7 @@ paper's per-token dynamic scheme) is refused with that reason and `w8a8-static` 
   w8           int8 per-channel symmetric weights (`linear_quantize_weights`) for every linear and
                for the embedding table, which is the output head's matrix too and is stored once.
   w8a8-static  w8, plus int8 per-tensor static activations into every block linear. Off macOS:
-               PT2E with ExecuTorch's CoreMLQuantizer (coremltools' annotator), calibrated in eager
+               PT2E with ExecuTorch's CoreMLQuantizer (its linear annotator), calibrated in eager
                PyTorch, then converted; the quantized eager model is kept as the reference the
                artifact is checked against. On macOS (the `coreml` backend): coremltools'
                `linear_quantize_activations`, which calibrates through Core ML prediction.
@@ -99,19 +99,42 @@ def _with_zero_biases(model: nn.Module) -> nn.Module:
     return m
 
 
+def _in_linear_module(n) -> bool:
+    """Nodes of an nn.Linear call, and the weight/bias nodes (which carry no module stack: this is
+    why CoreMLQuantizer's own module_type_configs annotate nothing on torch 2.13)."""
+    if n.op in ("get_attr", "placeholder"):
+        return True
+    stack = list((n.meta.get("nn_module_stack") or {}).values())
+    return bool(stack) and stack[-1][1] == LINEAR_TYPE
+
+
+def _linear_quantizer(op_config):
+    """CoreMLQuantizer that annotates only the linear pattern inside nn.Linear modules: its global
+    config would also quantize every add/mul (int64 position arithmetic included, which fails)."""
+    from executorch.backends.apple.coreml.quantizer._annotation_config import AnnotationConfig
+    from executorch.backends.apple.coreml.quantizer._coreml_quantizer import (
+        CoreMLQuantizer, _AnnotationPatternRegistry)
+
+    class LinearOnly(CoreMLQuantizer):
+        def annotate(self, model):
+            annotate = _AnnotationPatternRegistry.get_annotators()["linear"]
+            annotate(model, AnnotationConfig.from_quantization_config(op_config), _in_linear_module)
+            return model
+
+    return LinearOnly(None)
+
+
 def quantize_static_pt2e(model: nn.Module, example, dynamic_shapes, windows: list[list[int]]):
-    """PT2E W8A8-static with CoreMLQuantizer on every nn.Linear. Returns the converted graph
-    module (runnable eagerly: the quantized reference) and facts for the manifest."""
-    from coremltools.optimize.torch.quantization.quantization_config import (
-        LinearQuantizerConfig, ModuleLinearQuantizerConfig)
-    from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
+    """PT2E W8A8-static with coremltools' linear annotator on every nn.Linear. Returns the converted
+    graph module (runnable eagerly: the quantized reference) and facts for the manifest."""
+    from coremltools.optimize.torch.quantization.quantization_config import ModuleLinearQuantizerConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     m = _with_zero_biases(model)
     gm = torch.export.export(m, example, dynamic_shapes=dynamic_shapes, strict=False).module()
     op = ModuleLinearQuantizerConfig(quantization_scheme="symmetric", activation_dtype=torch.quint8,
                                      weight_dtype=torch.qint8, weight_per_channel=True)
-    prepared = prepare_pt2e(gm, CoreMLQuantizer(LinearQuantizerConfig(module_type_configs={LINEAR_TYPE: op})))
+    prepared = prepare_pt2e(gm, _linear_quantizer(op))
     with torch.no_grad():
         for w in windows:
             prepared(torch.tensor([w], dtype=torch.long), torch.tensor([0], dtype=torch.long))
@@ -119,7 +142,7 @@ def quantize_static_pt2e(model: nn.Module, example, dynamic_shapes, windows: lis
     linears = [n for n in q.graph.nodes if n.target == torch.ops.aten.linear.default]
     fed = sum(1 for n in linears if "dequantize" in str(getattr(n.args[0], "target", "")))
     n_lin = sum(1 for mod in m.modules() if isinstance(mod, nn.Linear))
-    facts = {"method": "PT2E, ExecuTorch CoreMLQuantizer (coremltools annotator), calibrated in eager PyTorch",
+    facts = {"method": "PT2E with ExecuTorch's CoreMLQuantizer linear annotator, calibrated in eager PyTorch",
              "linear_calls": len(linears), "linear_calls_with_int8_inputs": fed,
              "zero_biases_added": n_lin, "calibration_windows": len(windows)}
     if fed == 0:

@@ -211,6 +211,10 @@ def _set_metadata(path: Path, model, cfg) -> dict:
     facts = {"max_seq_len": cfg.max_seq_len, "vocab_size": model.args.vocab_size, "quant": cfg.quant,
              "executed_blocks": model.args.n_executed, "model": model.args.name}
     del m.metadata_props[:]
+    used = {n.domain for n in m.graph.node} | {""}  # quant_pre_process imports every domain it knows
+    keep = [o for o in m.opset_import if o.domain in used]
+    del m.opset_import[:]
+    m.opset_import.extend(keep)
     onnx.helper.set_model_props(m, {META + k: str(v) for k, v in facts.items()})
     onnx.save(m, str(path))
     dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731

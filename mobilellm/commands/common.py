@@ -53,7 +53,8 @@ def model_args(ns):
         raise UserError(f"--layers must be >= 1, got {ns.layers}")
     base = from_name(ns.model or ns._default_model)
     args = from_name(ns.model or ns._default_model, n_layers=ns.layers, repeat=_repeat(ns, base.repeat))
-    return args, f"random (seed {ns.seed}; no checkpoint given)"
+    from mobilellm.models.model import random_weights_label
+    return args, random_weights_label(ns.seed)
 
 
 def build_model(ns, max_seq_len: int | None = None, kv_kind: str = "eager"):

@@ -1,0 +1,110 @@
+"""bench / report / run on tiny artifacts: definitions, schema, resumability and bad input."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mobilellm.benchmarks import schema
+from mobilellm.benchmarks.bench import BenchConfig, bench
+from mobilellm.benchmarks.report import build_report, sharing_rows
+from mobilellm.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """`mobilellm run` on the tiny preset, executorch only, all three variants."""
+    from conftest import run_cli
+    out = tmp_path_factory.mktemp("run")
+    p = run_cli("run", "--models", "tiny-random", "--backends", "executorch", "--max-seq-len", "64",
+                "--iters", "3", "--cold-runs", "1", "--warmup", "1", "--out", out, timeout=900)
+    return out, p
+
+
+def test_run_writes_report_and_summary(run_dir):
+    out, p = run_dir
+    assert (out / "report.md").is_file() and (out / "results.csv").is_file()
+    assert (out / "latency.png").stat().st_size > 1000 and (out / "size_vs_latency.png").stat().st_size > 1000
+    recs = schema.load(out / "results.json")
+    assert {r["variant"] for r in recs} == {"2 layers", "2x2 shared", "4 layers"}
+    md = (out / "report.md").read_text()
+    assert "LS 2x2 shared" in md and "43.6 / 1388.2 / 16.0" in md and "seeded random weights" in md
+    assert "exported" in p.stdout and "decode ms" in p.stdout
+
+
+def test_run_is_resumable(run_dir, cli):
+    out, _ = run_dir
+    p = cli("run", "--models", "tiny-random", "--backends", "executorch", "--variants", "base", "--max-seq-len", "64",
+            "--iters", "2", "--cold-runs", "1", "--warmup", "0", "--out", out)
+    jobs = json.loads((out / "jobs.json").read_text())
+    assert [j["status"] for j in jobs] == ["reused"]
+
+
+def test_bench_definitions_and_records(run_dir):
+    out, _ = run_dir
+    pte = next((out / "artifacts").glob("tiny-random_*.pte"))
+    recs, missing = bench([pte], BenchConfig(warmup=1, iters=4, cold_runs=2, prompt_len=16, gen_tokens=8))
+    assert not missing
+    by = {(r["metric"], r["statistic"]): r for r in recs}
+    assert by[("load_ms", "median")]["samples"] == 2  # one per cold process
+    assert by[("decode_ms", "median")]["samples"] == 8  # iters x cold runs
+    assert by[("decode_ms", "p10")]["value"] <= by[("decode_ms", "median")]["value"] <= by[("decode_ms", "p90")]["value"]
+    s = by[("decode_ms", "median")]["settings"]
+    assert (s["prompt_len"], s["decode_position"], s["threads"], s["warmup"]) == (16, 16, 2, 1)
+    assert by[("size_mb", "single")]["value"] == pytest.approx(pte.stat().st_size / 1e6, rel=1e-3)
+    for r in recs:
+        schema.validate_record(r)
+
+
+def test_bench_bad_input(tmp_path, run_dir, cli):
+    out, _ = run_dir
+    with pytest.raises(UserError, match="--iters must be >= 1"):
+        BenchConfig(iters=0)
+    lone = tmp_path / "x.pte"
+    lone.write_bytes(b"\0" * 64)
+    p = cli("bench", lone, check_rc=2)
+    assert "has no manifest" in p.stderr and "Traceback" not in p.stderr
+    pte = next((out / "artifacts").glob("tiny-random_*.pte"))
+    bad = tmp_path / pte.name
+    bad.write_bytes(pte.read_bytes()[:1000])
+    shutil.copy(Path(str(pte) + ".manifest.json"), tmp_path)
+    p = cli("bench", bad, "--iters", "1", "--cold-runs", "1", "--out", tmp_path / "r.json", check_rc=2)
+    assert "not a loadable ExecuTorch program" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_report_merges_host_and_phone_results(run_dir, tmp_path):
+    out, _ = run_dir
+    phone = ROOT / "android_demo" / "golden" / "results.json"
+    path = build_report([out / "results.json", phone], tmp_path)
+    md = path.read_text()
+    assert "x86_64" in md or "cores" in md
+    assert len(schema.load(tmp_path / "results.json")) == len(schema.load(out / "results.json")) + len(schema.load(phone))
+
+
+def test_sharing_rows_overheads():
+    def rec(sb, eb, metric, v):
+        return {"device": "d", "backend": "b", "scheme": "s", "stored_blocks": sb, "executed_blocks": eb,
+                "metric": metric, "statistic": "median", "value": v}
+    recs = [rec(30, 30, "decode_ms", 10.0), rec(30, 60, "decode_ms", 20.0), rec(60, 60, "decode_ms", 19.0),
+            rec(30, 30, "init_ms", 100.0)]
+    (row,) = sharing_rows(recs)
+    assert row["n"] == 30 and row["shared"][2] == 20.0 and row["deep"][2] == 19.0 and row["base"][1] == 100.0
+
+
+@pytest.mark.parametrize("doc,msg", [
+    ({"schema": "other", "version": 1, "records": []}, "not a mobilellm results file"),
+    ({"schema": "mobilellm.results", "version": 2, "records": []}, "schema version 2; this mobilellm reads version 1"),
+    ({"schema": "mobilellm.results", "version": 1, "records": [{"model": "x"}]}, "missing field 'variant'"),
+])
+def test_results_of_another_schema(tmp_path, doc, msg):
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=msg):
+        schema.load(f)
+
+
+@pytest.mark.parametrize("golden", ["android_demo/golden/results.json", "ios_demo/golden/results.example.json"])
+def test_phone_golden_results_validate(golden):
+    assert schema.load(ROOT / golden)
