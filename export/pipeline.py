@@ -70,6 +70,9 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
                 manifest[k] = v
         manifest["export_seconds"] = round(time.perf_counter() - t0, 1)
         manifest["sizes"] = {"file_bytes": size_bytes(tmp), **manifest.get("sizes", {})}
+        sz = manifest["sizes"]
+        if "embedding_bytes" in sz and "output_head_bytes" in sz and sz.get("embedding_stored_twice"):
+            sz["blocks_and_other_bytes"] = sz["file_bytes"] - sz["embedding_bytes"] - sz["output_head_bytes"]
         manifest["sha256"] = sha256(tmp)
         manifest["tools"] = tool_versions()
         manifest["verification"] = {"skipped": "--no-verify"} if not verify else None

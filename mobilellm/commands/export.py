@@ -60,9 +60,12 @@ def print_summary(path: Path, m: dict) -> None:
     print(f"backend      {m['backend']}: {m['backend_summary']}")
     print(f"quant        {m['quant']['scheme']}: {m['quant']['description']}")
     if "embedding_bytes" in sizes:
-        print(f"bytes        embedding {sizes['embedding_bytes'] / 2**20:.1f} MiB, blocks "
-              f"{sizes.get('blocks_bytes', 0) / 2**20:.1f} MiB, {sizes['file_bytes'] / mm['param_count']:.3f} "
-              f"bytes per stored parameter")
+        twice = (f", output head {sizes['output_head_bytes'] / 2**20:.1f} MiB (same matrix, second copy)"
+                 if sizes.get("embedding_stored_twice") else "")
+        rest = sizes.get("blocks_and_other_bytes", sizes.get("blocks_bytes"))
+        print(f"bytes        embedding {sizes['embedding_bytes'] / 2**20:.1f} MiB{twice}"
+              + (f", blocks and rest {rest / 2**20:.1f} MiB" if rest is not None else "")
+              + f"; {sizes['file_bytes'] / mm['param_count']:.3f} bytes per stored parameter")
     if m.get("delegation"):
         d = m["delegation"]
         print(f"delegation   {d.get('summary', d)}")
