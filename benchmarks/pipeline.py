@@ -50,9 +50,12 @@ def variant_args(base, kind: str):
 
 
 def scheme_for(backend, quant: str) -> tuple[str | None, str]:
-    """The backend's own scheme for the requested one, or (None, reason)."""
+    """The backend's own scheme for the requested one, or (None, reason). Core ML has no dynamic
+    activation quantization, so its W8A8 is the calibrated static one."""
     if quant in backend.schemes:
         return quant, ""
+    if quant == "w8a8" and "w8a8-static" in backend.schemes:
+        return "w8a8-static", "static activations: the backend has no dynamic activation quantization"
     return None, f"{backend.name} cannot do {quant} (its schemes: {', '.join(backend.schemes)})"
 
 

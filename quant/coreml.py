@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
+
+from mobilellm.models.generate import EagerRunner
 
 SCHEMES = ("fp16", "fp32", "w8", "w8a8-static")
 _NO_DYNAMIC = ("Core ML has no dynamic (per-token) activation quantization; its int8 activations are "
@@ -52,17 +55,41 @@ def op_config_dict(head_dim: int) -> dict:
 
 
 def tied_gathers(mlmodel) -> list[str]:
-    """Gather ops whose table also feeds another op: the shared embedding / output head."""
+    """Gather ops whose table (`x`) also feeds a non-gather op: the shared embedding / output head."""
     prog = getattr(mlmodel, "_mil_program", None)
-    users: dict[str, list] = {}
-    for fn in (prog.functions.values() if prog is not None else []):
-        for op in fn.operations:
-            for v in op.inputs.values():
-                for var in v if isinstance(v, (list, tuple)) else [v]:
-                    if getattr(var, "op", None) is not None and var.op.op_type == "const":
-                        users.setdefault(var.name, []).append(op)
-    return [op.name for ops in users.values() for op in ops
-            if op.op_type == "gather" and any(o.op_type != "gather" for o in ops)]
+    return [op.name for fn in (prog.functions.values() if prog is not None else []) for op in fn.operations
+            if op.op_type == "gather" and op.x.op is not None and op.x.op.op_type == "const"
+            and any(c.op_type != "gather" for c in op.x.child_ops)]
+
+
+QUANT_WEIGHT_OPS = ("constexpr_blockwise_shift_scale", "constexpr_affine_dequantize", "constexpr_lut_to_dense")
+
+
+def quantization_facts(ops, threshold: int) -> dict:
+    """Which ops of an ML Program (protobuf op list) are quantized, read from what feeds them."""
+    producer = {o.name: op for op in ops for o in op.outputs}
+
+    def src(op, arg):
+        return producer.get(op.inputs[arg].arguments[0].name) if arg in op.inputs else None
+
+    def numel(op):
+        return int(np.prod([d.constant.size for d in op.outputs[0].type.tensorType.dimensions]))
+
+    linears = [op for op in ops if op.type == "linear"]
+    weights = [src(op, "weight") for op in linears]
+    heads = {id(w) for w in weights if w is not None}
+    return {
+        "linear_ops": len(linears),
+        "linear_ops_int8_weights": sum(1 for w in weights if w is not None and w.type in QUANT_WEIGHT_OPS),
+        "linear_ops_int8_inputs": sum(1 for op in linears if (x := src(op, "x")) is not None and x.type == "dequantize"),
+        "linear_ops_float_weights_over_threshold": sum(1 for w in weights if w is not None and w.type == "const"
+                                                       and numel(w) >= threshold),
+        "quantized_weight_ops": sum(1 for op in ops if op.type in QUANT_WEIGHT_OPS),
+        "quantized_weight_ops_not_linear_weights": sum(1 for op in ops if op.type in QUANT_WEIGHT_OPS
+                                                       and id(op) not in heads),
+        "activation_quantize_ops": sum(1 for op in ops if op.type == "quantize"),
+        "embedding_gather_shares_head_weight": any(op.type == "gather" and id(src(op, "x")) in heads for op in ops),
+    }
 
 
 def quantize_weights(mlmodel, head_dim: int):
@@ -78,7 +105,6 @@ def quantize_weights(mlmodel, head_dim: int):
 def quantize_activations_macos(mlmodel, windows: list[list[int]], lengths: list[int]):
     """macOS only (calibration runs Core ML prediction): static int8 activations. Each window is
     cut to an enumerated input length and fed as a prefill from position 0. Untested on Linux."""
-    import numpy as np
     import coremltools.optimize as cto
     cfg = cto.coreml.OptimizationConfig(global_config=cto.coreml.experimental.OpActivationLinearQuantizerConfig(
         mode="linear_symmetric"))
@@ -97,6 +123,21 @@ def _with_zero_biases(model: nn.Module) -> nn.Module:
         if isinstance(mod, nn.Linear) and mod.bias is None:
             mod.bias = nn.Parameter(torch.zeros(mod.out_features), requires_grad=False)
     return m
+
+
+def _split_shared_weights(gm) -> None:
+    """One weight node per linear call. A block executed twice (layer sharing) reads each weight
+    twice; the annotator skips a call whose weight is already annotated, which would leave the
+    second run float. Both copies quantize to identical bytes, which the converter stores once."""
+    for n in list(gm.graph.nodes):
+        if n.op != "get_attr":
+            continue
+        for u in [u for u in n.users if u.target == torch.ops.aten.linear.default][1:]:
+            with gm.graph.inserting_after(n):
+                c = gm.graph.get_attr(n.target)
+            c.meta = dict(n.meta)
+            u.replace_input_with(n, c)
+    gm.recompile()
 
 
 def _in_linear_module(n) -> bool:
@@ -132,6 +173,7 @@ def quantize_static_pt2e(model: nn.Module, example, dynamic_shapes, windows: lis
 
     m = _with_zero_biases(model)
     gm = torch.export.export(m, example, dynamic_shapes=dynamic_shapes, strict=False).module()
+    _split_shared_weights(gm)
     op = ModuleLinearQuantizerConfig(quantization_scheme="symmetric", activation_dtype=torch.quint8,
                                      weight_dtype=torch.qint8, weight_per_channel=True)
     prepared = prepare_pt2e(gm, _linear_quantizer(op))
@@ -148,3 +190,40 @@ def quantize_static_pt2e(model: nn.Module, example, dynamic_shapes, windows: lis
     if fed == 0:
         raise RuntimeError("CoreMLQuantizer annotated no linear: the W8A8 artifact would be weight-only")
     return q, facts
+
+
+def calibrated(model, em, example, dyn, cfg, steps, window: int) -> tuple:
+    """(graph module, facts, reference runner) of PT2E W8A8-static, its eager model checked against
+    fp32 with the scheme's thresholds (off macOS this is the numerical check there is)."""
+    from mobilellm.export import verify as V
+    windows, source = calibration(model, cfg, window)
+    with steps.step(f"calibrate and convert (PT2E, {len(windows)} windows)"):
+        gm, facts = quantize_static_pt2e(em, example, dyn, windows)
+    ref = GraphRunner(gm, cfg.max_seq_len, model.args.vocab_size)
+    prompt = V.fixed_prompt(model.args.vocab_size)
+    model.reset_cache()
+    want, fed = V.run_fixed(EagerRunner(model), None, prompt)
+    got, _ = V.run_fixed(ref, fed, prompt)
+    c, t = V.compare(got, want), V.THRESHOLDS[cfg.quant]
+    facts.update(calibration=source, quantized_eager_vs_fp32=c, thresholds=t.__dict__,
+                 quantized_eager_passed=c["top1"] >= t.min_top1 and c["cosine_min"] >= t.min_cosine)
+    return gm, facts, ref
+
+
+def calibration(model, cfg, window: int) -> tuple[list[list[int]], str]:
+    from mobilellm.models.tokenizer import Tokenizer
+    from mobilellm.quant.calibration import calibration_windows
+    tok = Tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+    return calibration_windows(cfg.calibration, model.args.vocab_size, tok, window=window)
+
+
+class GraphRunner(EagerRunner):
+    """Runs a PT2E-converted graph module (its cache buffers inside) like the eager model."""
+
+    def __init__(self, gm, max_seq_len, vocab_size):
+        self.model, self.max_seq_len, self.vocab_size = gm, max_seq_len, vocab_size
+
+    def reset(self):
+        for name, b in self.model.named_buffers():
+            if "cache" in name:
+                b.zero_()

@@ -1,14 +1,12 @@
-"""Core ML `.mlpackage` (ML Program, iOS 18 / macOS 15): stateful KV cache, fp16 compute by default.
+"""Core ML `.mlpackage` (ML Program, iOS 18 / macOS 15): KV cache as Core ML state, fp16 compute.
 
-The model with the "state" KV kind (slice writes at input_pos, see models/kv.py) goes through
-torch.export with a dynamic length and ct.convert with one ct.StateType per cache buffer (k and v
-of every executed block). Interface: tokens [1, T] int32 with T enumerated (1, 2, 4, ... 64: decode
-is the default shape, prompts go in power-of-two chunks), input_pos [1] int32 -> logits [1, T, V].
-Quantization lives in quant/coreml.py. Core ML prediction runs only on macOS/iOS; elsewhere the
-package is checked structurally (`inspect_package`): states, state writes, quantized ops, and
-that no weight is stored twice. This module also serves `executorch-coreml`."""
+The "state" KV kind (models/kv.py) goes through torch.export and ct.convert with one ct.StateType
+per cache buffer (k and v per executed block): tokens [1, T] int32, T enumerated (1, 2, 4, ... 64;
+default 1 = decode), input_pos [1] int32 -> logits [1, T, V]. Quantization: quant/coreml.py.
+Off macOS the package is checked structurally (`inspect_package`). Also serves executorch-coreml."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -23,12 +21,11 @@ import torch
 
 from mobilellm.errors import UserError
 from mobilellm.export.base import Backend, ExportConfig, Session, register
-from mobilellm.models.generate import EagerRunner, check_tokens
+from mobilellm.models.generate import check_tokens
 
 CHUNKS = (64, 32, 16, 8, 4, 2, 1)
 COMPUTE_UNITS = "ALL"  # CPU, GPU and Neural Engine: Core ML places each op
 DEPLOYMENT = "iOS18"  # stateful models need iOS 18 / macOS 15 (spec version 9)
-QUANT_WEIGHT_OPS = ("constexpr_blockwise_shift_scale", "constexpr_affine_dequantize", "constexpr_lut_to_dense")
 
 
 @dataclass
@@ -59,65 +56,20 @@ def state_model(model, cfg: ExportConfig):
     return em, example, dyn
 
 
-def calibrated(model, em, example, dyn, cfg: ExportConfig, steps) -> tuple:
-    """(graph module, quant facts, reference runner) of PT2E W8A8-static, checked against fp32."""
-    from mobilellm.export import verify as V
-    from mobilellm.models.tokenizer import Tokenizer
-    from mobilellm.quant import coreml as Q
-    from mobilellm.quant.calibration import calibration_windows
-    tok = Tokenizer(cfg.tokenizer) if cfg.tokenizer else None
-    windows, source = calibration_windows(cfg.calibration, model.args.vocab_size, tok,
-                                          window=max(chunk_lengths(cfg.max_seq_len)))
-    with steps.step(f"calibrate and convert (PT2E, {len(windows)} windows)"):
-        gm, facts = Q.quantize_static_pt2e(em, example, dyn, windows)
-    ref = GraphRunner(gm, cfg.max_seq_len, model.args.vocab_size)
-    prompt = V.fixed_prompt(model.args.vocab_size)
-    model.reset_cache()
-    want, fed = V.run_fixed(EagerRunner(model), None, prompt)
-    got, _ = V.run_fixed(ref, fed, prompt)
-    c, t = V.compare(got, want), V.THRESHOLDS[cfg.quant]
-    facts.update(calibration=source, quantized_eager_vs_fp32=c, thresholds=t.__dict__,
-                 quantized_eager_passed=c["top1"] >= t.min_top1 and c["cosine_min"] >= t.min_cosine)
-    return gm, facts, ref
-
-
-class GraphRunner(EagerRunner):
-    """Runs a PT2E-converted graph module (its cache buffers inside) like the eager model."""
-
-    def __init__(self, gm, max_seq_len, vocab_size):
-        self.model, self.max_seq_len, self.vocab_size = gm, max_seq_len, vocab_size
-
-    def reset(self):
-        for name, b in self.model.named_buffers():
-            if "cache" in name:
-                b.zero_()
-
-
 def _export(model, cfg: ExportConfig, out: Path, steps) -> dict:
-    import coremltools as ct
     from mobilellm.quant import coreml as Q
     args, lengths = model.args, chunk_lengths(cfg.max_seq_len)
     em, example, dyn = state_model(model, cfg)
     prog, quant, ref = em, {}, None
     mac_a8 = cfg.quant == "w8a8-static" and runtime_missing() is None
     if cfg.quant == "w8a8-static" and not mac_a8:
-        prog, quant, ref = calibrated(model, em, example, dyn, cfg, steps)
+        prog, quant, ref = Q.calibrated(model, em, example, dyn, cfg, steps, max(lengths))
     with steps.step("torch.export"), torch.no_grad():
         ep = torch.export.export(prog, example, dynamic_shapes=dyn, strict=False).run_decompositions({})
-    cache = tuple(em.kv[0].k_cache.shape)
     with steps.step("convert (coremltools)"):
-        ml = ct.convert(
-            ep, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18, skip_model_load=True,
-            compute_precision=ct.precision.FLOAT32 if cfg.quant == "fp32" else ct.precision.FLOAT16,
-            compute_units=ct.ComputeUnit[COMPUTE_UNITS],
-            inputs=[ct.TensorType("tokens", ct.EnumeratedShapes([[1, t] for t in lengths], default=[1, 1]), np.int32),
-                    ct.TensorType("input_pos", (1,), np.int32)],
-            outputs=[ct.TensorType("logits")],
-            states=[ct.StateType(ct.TensorType(shape=cache, dtype=np.float16), name=n)
-                    for n in ep.graph_signature.buffers_to_mutate.values()])
+        ml = convert(ep, cfg.quant, lengths, tuple(em.kv[0].k_cache.shape))
     if mac_a8:
-        from mobilellm.quant.calibration import calibration_windows
-        windows, source = calibration_windows(cfg.calibration, args.vocab_size, None, window=max(lengths))
+        windows, source = Q.calibration(model, cfg, max(lengths))
         with steps.step("calibrate activations (Core ML prediction)"):
             ml = Q.quantize_activations_macos(ml, windows, lengths)
         quant = {"method": "coremltools linear_quantize_activations + linear_quantize_weights", "calibration": source}
@@ -136,41 +88,69 @@ def _export(model, cfg: ExportConfig, out: Path, steps) -> dict:
     return {"quant": {**quant, "description": Q.DESCRIPTIONS[cfg.quant],
                       "embedding": "int8, shared with the output head" if cfg.quant in ("w8", "w8a8-static") else
                       "float, shared with the output head"},
-            "io": io_contract(args, cfg.max_seq_len, lengths), "structural_verification": structural,
+            "io": io_contract(args, cfg, lengths, structural.pop("state_names")), "structural_verification": structural,
             "coreml": {"compute_units": COMPUTE_UNITS, "deployment_target": DEPLOYMENT, "spec_version":
                        structural["spec_version"], "compute_precision": "fp32" if cfg.quant == "fp32" else "fp16"},
             "sizes": {"weight_bytes": structural["weight_file_bytes"]},
             "runtime": {"name": "coreml", "state": "MLModel.make_state()"}, "quantized_reference": ref}
 
 
-def io_contract(args, msl: int, lengths: list[int]) -> dict:
-    return {"inputs": {"tokens": f"int32 [1, T], T in {sorted(lengths)} (enumerated; default 1 = decode)",
-                       "input_pos": "int32 [1], start position of tokens[0]"},
-            "outputs": {"logits": f"float [1, T, {args.vocab_size}] (fp16 under fp16 compute)"},
-            "chunk_lengths": sorted(lengths), "prompt_feeding": "greedy power-of-two chunks, no padding",
-            "states": f"{2 * args.n_executed} (k and v per executed block), [1, {args.n_kv_heads}, {msl}, "
-                      f"{args.head_dim}] fp16 each"}
+@contextlib.contextmanager
+def merge_small_constants():
+    """coremltools merges equal constants of 100+ elements; merge those of 2+ while converting. The
+    converter gives every linear call its own zero-bias constant, which under layer sharing would
+    otherwise grow with executed, not stored, blocks. Scalars stay apart: ExecuTorch tells a tied
+    embedding gather by a constant shared with another op. A class attribute: restored after."""
+    from coremltools.converters.mil.mil.passes.defs.cleanup.const_deduplication import const_deduplication
+    default = const_deduplication._const_threshold
+    const_deduplication._const_threshold = 2
+    try:
+        yield
+    finally:
+        const_deduplication._const_threshold = default
 
 
-def inspect_package(pkg: Path, model, cfg: ExportConfig, quant: dict | None = None) -> dict:
+def convert(ep, scheme: str, lengths: list[int], cache: tuple):
+    """ct.convert with the enumerated token lengths and one fp16 state per cache buffer."""
+    import coremltools as ct
+    with merge_small_constants():
+        return ct.convert(
+            ep, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18, skip_model_load=True,
+            compute_precision=ct.precision.FLOAT32 if scheme == "fp32" else ct.precision.FLOAT16,
+            compute_units=ct.ComputeUnit[COMPUTE_UNITS],
+            inputs=[ct.TensorType("tokens", ct.EnumeratedShapes([[1, t] for t in lengths], default=[1, 1]), np.int32),
+                    ct.TensorType("input_pos", (1,), np.int32)],
+            outputs=[ct.TensorType("logits")],
+            states=[ct.StateType(ct.TensorType(shape=cache, dtype=np.float16), name=n)
+                    for n in ep.graph_signature.buffers_to_mutate.values()])
+
+
+def io_contract(args, cfg: ExportConfig, lengths: list[int], states: list[str]) -> dict:
+    """The Core ML model's interface, as the iOS app reads it: names, dtypes, shapes, chunking."""
+    kv = [1, args.n_kv_heads, cfg.max_seq_len, args.head_dim]
+    return {"inputs": [{"name": "tokens", "dtype": "int32", "shape": [1, "T"], "enumerated_T": sorted(lengths),
+                        "default_T": 1},
+                       {"name": "input_pos", "dtype": "int32", "shape": [1], "role": "position"}],
+            "outputs": [{"name": "logits", "dtype": "float32" if cfg.quant == "fp32" else "float16",
+                         "shape": [1, "T", args.vocab_size]}],
+            "states": [{"name": n, "dtype": "float16", "shape": kv} for n in states],
+            "chunk_lengths": sorted(lengths),
+            "prompt_feeding": "T must be one of chunk_lengths: feed a prompt in greedy power-of-two chunks "
+                              "(37 tokens = 32 + 4 + 1), each at its own input_pos; decode is T = 1"}
+
+
+def inspect_package(pkg: Path, model, cfg: ExportConfig, quant: dict | None = None,
+                    outputs: tuple | None = ("logits",)) -> dict:
     """Structural verification of an ML Program package: the facts, the checks, and `passed`."""
     from mobilellm.quant import coreml as Q
     spec = read_spec(pkg)
     fn = spec.mlProgram.functions["main"]
     ops = list(fn.block_specializations[fn.opset].operations)
-    producer = {o.name: op for op in ops for o in op.outputs}
     count = Counter(op.type for op in ops)
-    src = lambda op, arg: producer.get(op.inputs[arg].arguments[0].name) if arg in op.inputs else None  # noqa: E731
-    linears = [op for op in ops if op.type == "linear"]
-    big = Q.weight_threshold(model.args.head_dim)
-    float_big = [op for op in linears if (w := src(op, "weight")) is not None and w.type == "const"
-                 and _numel(w) >= big]
-    q_w = [op for op in linears if (w := src(op, "weight")) is not None and w.type in QUANT_WEIGHT_OPS]
-    q_x = [op for op in linears if (x := src(op, "x")) is not None and x.type == "dequantize"]
-    heads = {id(src(op, "weight")) for op in linears}
-    tied = [op for op in ops if op.type == "gather" and id(src(op, "x")) in heads]
+    qf = Q.quantization_facts(ops, Q.weight_threshold(model.args.head_dim))
     blobs, dup = _blob_hashes(pkg, ops)
     wbin = pkg / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
+    wbytes = wbin.stat().st_size if wbin.exists() else 0
     n_states, a = len(spec.description.state), model.args
     written = {op.inputs["input"].arguments[0].name for op in ops if op.type == "write_state"}
     per_block = sum(1 for m in model.model.layers[0].modules() if isinstance(m, torch.nn.Linear))
@@ -178,34 +158,30 @@ def inspect_package(pkg: Path, model, cfg: ExportConfig, quant: dict | None = No
         "spec_version": spec.specificationVersion,
         "inputs": {i.name: _shape(i) for i in spec.description.input},
         "outputs": [o.name for o in spec.description.output],
+        "state_names": [st.name for st in spec.description.state],
         "states": n_states, "expected_states": 2 * a.n_executed, "write_state_ops": count["write_state"],
-        "states_written": len(written), "read_state_ops": count["read_state"],
-        "linear_ops": len(linears), "linear_ops_int8_weights": len(q_w), "linear_ops_int8_inputs": len(q_x),
-        "linear_ops_float_weights_over_threshold": len(float_big), "quantized_weight_ops": sum(count[t] for t in QUANT_WEIGHT_OPS),
-        "activation_quantize_ops": count["quantize"], "embedding_gather_shares_head_weight": bool(tied),
-        "weight_blobs": len(blobs), "duplicate_weight_blobs": dup,
-        "weight_file_bytes": wbin.stat().st_size if wbin.exists() else 0,
-        "bytes_per_stored_param": round((wbin.stat().st_size if wbin.exists() else 0) / a.param_count(), 4),
-        "op_counts": dict(count.most_common()),
+        "states_written": len(written), "read_state_ops": count["read_state"], **qf,
+        "weight_blobs": len(blobs), "duplicate_weight_blobs": dup, "weight_file_bytes": wbytes,
+        "bytes_per_stored_param": round(wbytes / a.param_count(), 4), "op_counts": dict(count.most_common()),
     }
     quantized = cfg.quant in ("w8", "w8a8-static")
     checks = {
         "ios18_ml_program": spec.specificationVersion >= 9 and spec.WhichOneof("Type") == "mlProgram",
-        "io_names": set(facts["inputs"]) == {"tokens", "input_pos"} and facts["outputs"] == ["logits"],
+        "io_names": set(facts["inputs"]) == {"tokens", "input_pos"} and (
+            outputs is None or tuple(facts["outputs"]) == tuple(outputs)),
         "one_state_pair_per_executed_block": n_states == 2 * a.n_executed,
         "every_state_written_once": count["write_state"] == n_states == len(written),
-        "weights_stored_once": dup == 0 and bool(tied),
-        "weights_quantized_as_scheme": (not float_big and len(q_w) > 0) if quantized else facts["quantized_weight_ops"] == 0,
-        "activations_quantized_as_scheme": len(q_x) >= per_block * a.n_executed if cfg.quant == "w8a8-static"
-        else count["quantize"] == 0,
+        "weights_stored_once": dup == 0 and qf["embedding_gather_shares_head_weight"],
+        "weights_quantized_as_scheme": (qf["linear_ops_float_weights_over_threshold"] == 0
+                                        and qf["linear_ops_int8_weights"] > 0
+                                        and qf["quantized_weight_ops_not_linear_weights"] == 0) if quantized
+        else qf["quantized_weight_ops"] == 0,
+        "activations_quantized_as_scheme": qf["linear_ops_int8_inputs"] >= per_block * a.n_executed
+        if cfg.quant == "w8a8-static" else qf["activation_quantize_ops"] == 0,
     }
     if quant and "quantized_eager_passed" in quant:
         checks["quantized_eager_meets_thresholds"] = quant["quantized_eager_passed"]
     return {**facts, "checks": checks, "passed": all(checks.values())}
-
-
-def _numel(op) -> int:
-    return int(np.prod([d.constant.size for d in op.outputs[0].type.tensorType.dimensions]))
 
 
 def _shape(feature) -> dict:
@@ -215,22 +191,26 @@ def _shape(feature) -> dict:
 
 
 def _blob_hashes(pkg: Path, ops) -> tuple[dict, int]:
-    """Content hash of every weight blob of two or more dimensions; duplicates are weights stored twice."""
+    """Content hash of every weight blob of two or more dimensions (plain consts and the inline data
+    of constexpr ops); two blobs with the same bytes are one weight stored twice."""
     from coremltools.libmilstoragepython import _BlobStorageReader
     from coremltools.proto import MIL_pb2
     wbin = pkg / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
-    reader = _BlobStorageReader(str(wbin)) if wbin.exists() else None
+    if not wbin.exists():
+        return {}, 0
+    reader = _BlobStorageReader(str(wbin))
     kinds = {"FLOAT16": "read_fp16_data", "FLOAT32": "read_float_data", "INT8": "read_int8_data",
              "UINT8": "read_uint8_data", "INT32": "read_int32_data"}
+    values = [op.attributes["val"] for op in ops if op.type == "const" and "val" in op.attributes]
+    values += [a.value for op in ops if op.type != "const" for v in op.inputs.values() for a in v.arguments
+               if a.HasField("value")]
     seen: dict[int, str] = {}
-    for op in ops:
-        val = op.attributes.get("val") if op.type == "const" else None
-        if val is None or not val.HasField("blobFileValue") or reader is None:
+    for val in values:
+        if not val.HasField("blobFileValue"):
             continue
-        t = op.outputs[0].type.tensorType
-        dims = [d.constant.size for d in t.dimensions]
+        t = val.type.tensorType
         kind = kinds.get(MIL_pb2.DataType.Name(t.dataType))
-        if kind and len([d for d in dims if d > 1]) >= 2:
+        if kind and sum(1 for d in t.dimensions if d.constant.size > 1) >= 2:
             off = val.blobFileValue.offset
             seen.setdefault(off, hashlib.sha256(np.asarray(getattr(reader, kind)(off)).tobytes()).hexdigest())
     return seen, len(seen) - len(set(seen.values()))
@@ -239,6 +219,7 @@ def _blob_hashes(pkg: Path, ops) -> tuple[dict, int]:
 def read_spec(pkg: Path):
     """The package's Model spec, or a UserError saying what is wrong with it."""
     from coremltools.proto import Model_pb2
+    from google.protobuf.message import DecodeError
     pkg = Path(pkg)
     if not pkg.exists():
         raise UserError(f"{pkg} does not exist")
@@ -249,7 +230,7 @@ def read_spec(pkg: Path):
         entries = json.loads((pkg / "Manifest.json").read_text()).get("itemInfoEntries")
         spec = Model_pb2.Model()
         spec.ParseFromString(model.read_bytes())
-    except (OSError, ValueError, AttributeError) as e:
+    except (OSError, ValueError, AttributeError, DecodeError) as e:
         raise UserError(f"{pkg} is a corrupt .mlpackage ({type(e).__name__}: {e}); re-export it with "
                         f"`mobilellm export --backend coreml`") from None
     if not entries or spec.WhichOneof("Type") != "mlProgram" or "main" not in spec.mlProgram.functions:
@@ -261,8 +242,8 @@ def read_spec(pkg: Path):
 
 def runtime_missing() -> str | None:
     if sys.platform != "darwin":
-        return (f"Core ML runs only on macOS/iOS (this is {platform.system()}); the package was checked "
-                f"structurally; run it on macOS 15+ or iOS 18+ (e.g. `mobilellm device ios`)")
+        return (f"Core ML runs only on macOS/iOS (this is {platform.system()}); run the package on macOS 15+ "
+                f"or iOS 18+ (e.g. `mobilellm device ios`)")
     major = int((platform.mac_ver()[0] or "0").split(".")[0])
     if major < 15:
         return f"stateful Core ML models need macOS 15+ (this is macOS {platform.mac_ver()[0]})"
@@ -308,10 +289,6 @@ class CoreMLSession(Session):
         return np.concatenate(rows, 0)
 
 
-def _open(path, manifest):
-    return CoreMLSession(Path(path), manifest)
-
-
 def _refused():
     from mobilellm.quant.coreml import REFUSED
     return REFUSED
@@ -320,4 +297,5 @@ def _refused():
 register(CoreMLPlugin(
     name="coreml", suffix=".mlpackage", schemes=("fp16", "fp32", "w8", "w8a8-static"),
     summary="Core ML ML Program (.mlpackage), iOS 18 / macOS 15, KV cache as Core ML state, fp16 compute",
-    export=_export, open=_open, runtime_missing=runtime_missing, default_scheme="fp16", refused=_refused()))
+    export=_export, open=lambda path, manifest: CoreMLSession(Path(path), manifest),
+    runtime_missing=runtime_missing, default_scheme="fp16", refused=_refused()))

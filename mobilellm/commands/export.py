@@ -13,7 +13,8 @@ def add_arguments(p):
     g = p.add_argument_group("export")
     g.add_argument("--backend", default="executorch",
                    help=f"one of: {', '.join(backend_names())} (absent: {', '.join(UNAVAILABLE)})")
-    g.add_argument("--quant", default="w8a8", help="; ".join(f"{k}: {v}" for k, v in SCHEME_HELP.items()))
+    g.add_argument("--quant", default=None, help="default: the backend's own (w8a8 for executorch and onnx, fp16 for "
+                   "Core ML); " + "; ".join(f"{k}: {v}" for k, v in SCHEME_HELP.items()))
     g.add_argument("--max-seq-len", type=int, default=512, help="KV-cache length baked into the artifact")
     g.add_argument("--group-size", type=int, default=32, help="weight group size of 8da4w")
     g.add_argument("--quantize-embedding", action="store_true", help="also store the embedding table in int8")
@@ -30,6 +31,7 @@ def main(ns):
     from mobilellm.export.base import ExportConfig, get_backend
     from mobilellm.export.pipeline import export_artifact
     backend = get_backend(ns.backend)
+    ns.quant = ns.quant or backend.default_scheme
     backend.check_scheme(ns.quant)
     tokenizer = ns.tokenizer or (_tokenizer_in(ns.checkpoint) if ns.checkpoint else None)
     cfg = ExportConfig(quant=ns.quant, max_seq_len=ns.max_seq_len, group_size=ns.group_size,
