@@ -49,6 +49,18 @@ class EagerRunner:
         return self.model(tokens, torch.tensor([start_pos], dtype=torch.long))[0].float().numpy()
 
 
+class GraphRunner(EagerRunner):
+    """Runs a PT2E-converted graph module (its cache buffers inside) like the eager model."""
+
+    def __init__(self, gm, max_seq_len, vocab_size):
+        self.model, self.max_seq_len, self.vocab_size = gm, max_seq_len, vocab_size
+
+    def reset(self):
+        for name, b in self.model.named_buffers():
+            if "cache" in name:
+                b.zero_()
+
+
 @dataclass
 class GenerationResult:
     prompt_ids: list[int]

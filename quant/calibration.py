@@ -47,3 +47,10 @@ def calibration_windows(path: Path | None, vocab_size: int, tokenizer=None, wind
     if not windows:
         raise UserError(f"calibration file {path} holds no tokens")
     return windows, f"{len(windows)} windows of up to {window} tokens, {source}"
+
+
+def calibration_for(cfg, vocab_size: int, window: int = 64) -> tuple[list[list[int]], str]:
+    """Windows for an ExportConfig: its --calibration file and --tokenizer (if any)."""
+    from mobilellm.models.tokenizer import Tokenizer
+    tok = Tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+    return calibration_windows(cfg.calibration, vocab_size, tok, window=window)

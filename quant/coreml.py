@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilellm.models.generate import EagerRunner
+from mobilellm.models.generate import EagerRunner, GraphRunner
 
 SCHEMES = ("fp16", "fp32", "w8", "w8a8-static")
 _NO_DYNAMIC = ("Core ML has no dynamic (per-token) activation quantization; its int8 activations are "
@@ -211,19 +211,5 @@ def calibrated(model, em, example, dyn, cfg, steps, window: int) -> tuple:
 
 
 def calibration(model, cfg, window: int) -> tuple[list[list[int]], str]:
-    from mobilellm.models.tokenizer import Tokenizer
-    from mobilellm.quant.calibration import calibration_windows
-    tok = Tokenizer(cfg.tokenizer) if cfg.tokenizer else None
-    return calibration_windows(cfg.calibration, model.args.vocab_size, tok, window=window)
-
-
-class GraphRunner(EagerRunner):
-    """Runs a PT2E-converted graph module (its cache buffers inside) like the eager model."""
-
-    def __init__(self, gm, max_seq_len, vocab_size):
-        self.model, self.max_seq_len, self.vocab_size = gm, max_seq_len, vocab_size
-
-    def reset(self):
-        for name, b in self.model.named_buffers():
-            if "cache" in name:
-                b.zero_()
+    from mobilellm.quant.calibration import calibration_for
+    return calibration_for(cfg, model.args.vocab_size, window=window)

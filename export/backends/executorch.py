@@ -15,7 +15,7 @@ import torch
 
 from mobilellm.errors import UserError
 from mobilellm.export.base import Backend, ExportConfig, Session, register
-from mobilellm.models.generate import EagerRunner, check_tokens
+from mobilellm.models.generate import EagerRunner, GraphRunner, check_tokens
 
 SCHEMES = ("fp32", "w8a8", "w8a8-static", "8da4w")
 
@@ -45,14 +45,12 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
         ep = torch.export.export(em, example, dynamic_shapes=dyn, strict=False)
     quant_ref = EagerRunner(em) if cfg.quant != "fp32" or cfg.quantize_embedding else None
     if cfg.quant == "w8a8-static":
-        from mobilellm.quant.calibration import calibration_windows
-        from mobilellm.models.tokenizer import Tokenizer
-        tok = Tokenizer(cfg.tokenizer) if cfg.tokenizer else None
-        windows, source = calibration_windows(cfg.calibration, args.vocab_size, tok)
+        from mobilellm.quant.calibration import calibration_for
+        windows, source = calibration_for(cfg, args.vocab_size)
         with steps.step(f"calibrate and convert (PT2E, {len(windows)} windows)"):
             gm, quant = Q.quantize_static_pt2e(ep, windows)
             quant["calibration"] = source
-            quant_ref = _GraphRunner(gm, msl, args.vocab_size)
+            quant_ref = GraphRunner(gm, msl, args.vocab_size)
             ep = torch.export.export(gm, example, dynamic_shapes=dyn, strict=False)
     with steps.step("lower to XNNPACK"):
         edge = to_edge_transform_and_lower(
@@ -104,18 +102,6 @@ def delegation_report(gm) -> dict:
     return {"xnnpack_partitions": delegates, "ops_outside_xnnpack": dict(outside.most_common()),
             "summary": f"{delegates} XNNPACK partitions; outside: "
                        + ", ".join(f"{k} x{v}" for k, v in outside.most_common(6))}
-
-
-class _GraphRunner(EagerRunner):
-    """Runs a PT2E-converted graph module (its cache buffers inside) like the eager model."""
-
-    def __init__(self, gm, max_seq_len, vocab_size):
-        self.model, self.max_seq_len, self.vocab_size = gm, max_seq_len, vocab_size
-
-    def reset(self):
-        for name, b in self.model.named_buffers():
-            if "cache" in name:
-                b.zero_()
 
 
 class ExecuTorchSession(Session):
