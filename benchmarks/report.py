@@ -128,6 +128,7 @@ def plots(records: list[dict], out_dir: Path) -> list[Path]:
             if "size_mb" in m:
                 ax.scatter(m["size_mb"], m["decode_ms"])
                 ax.annotate(f"{k[1]}/{k[2]} {k[3]}", (m["size_mb"], m["decode_ms"]), fontsize=7)
+        ax.margins(x=0.3, y=0.1)  # room for the labels
         ax.set_xlabel("artifact size (MB)")
         ax.set_ylabel("decode step (ms)")
         ax.set_title("size vs decode latency")
