@@ -181,12 +181,13 @@ def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
                                                "model": j.args.name, "status": j.status, "note": j.note,
                                                "artifact": str(j.path) if j.path else None} for j in jobs], indent=1))
     log("")
-    log(f"{'variant':<22} {'backend':<18} {'scheme':<8} {'status':<20} {'size MB':>8} {'decode ms':>10} {'init ms':>9}")
+    log(f"{'variant':<22} {'backend':<18} {'scheme':<11} {'status':<20} {'size MB':>8} {'decode ms':>10} {'init ms':>9}")
     for j in jobs:
         m = {r["metric"]: r["value"] for r in records if j.path and r.get("artifact") == j.path.name
              and r["statistic"] in ("median", "single")}
-        log(f"{j.args.variant:<22} {j.backend:<18} {j.scheme:<8} {j.status:<20} "
-            f"{m.get('size_mb', float('nan')):>8.1f} {m.get('decode_ms', float('nan')):>10.2f} "
+        size = m.get("size_mb", (j.manifest.get("sizes") or {}).get("file_bytes", float("nan")) / 1e6)
+        log(f"{j.args.variant:<22} {j.backend:<18} {j.scheme:<11} {j.status:<20} "
+            f"{size:>8.1f} {m.get('decode_ms', float('nan')):>10.2f} "
             f"{m.get('init_ms', float('nan')):>9.1f}")
     log(f"\nreport: {report}")
     return report

@@ -6,6 +6,7 @@ depth unshared (2N blocks), with each variant's overhead over the base."""
 from __future__ import annotations
 
 import csv
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -100,6 +101,12 @@ def artifact_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _rank(variant: str) -> float:
+    """N layers, then LS kxN shared, then 2N layers: the paper's row order."""
+    m = re.match(r"(\d+)x(\d+)", variant)
+    return int(m[2]) + 0.5 if m else float(variant.split()[0]) if variant.split()[0].isdigit() else 1e9
+
+
 def plots(records: list[dict], out_dir: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
@@ -109,7 +116,7 @@ def plots(records: list[dict], out_dir: Path) -> list[Path]:
     by_art = defaultdict(dict)
     for r in med:
         by_art[(r["device"], r["backend"], r["scheme"], r["variant"])][r["metric"]] = r["value"]
-    keys = sorted(k for k, m in by_art.items() if "decode_ms" in m)
+    keys = sorted((k for k, m in by_art.items() if "decode_ms" in m), key=lambda k: (k[0], k[1], k[2], _rank(k[3])))
     written = []
     if keys:
         fig, axes = plt.subplots(1, 3, figsize=(15, 0.45 * len(keys) + 2.5), sharey=True)
