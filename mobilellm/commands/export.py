@@ -36,6 +36,10 @@ def main(ns):
     tokenizer = ns.tokenizer or (_tokenizer_in(ns.checkpoint) if ns.checkpoint else None)
     cfg = ExportConfig(quant=ns.quant, max_seq_len=ns.max_seq_len, group_size=ns.group_size,
                        quantize_embedding=ns.quantize_embedding, calibration=ns.calibration, tokenizer=tokenizer)
+    if ns.calibration is not None:  # refuse a bad file before minutes of lowering, not after
+        from mobilellm.commands.common import model_args
+        from mobilellm.quant.calibration import calibration_for
+        calibration_for(cfg, model_args(ns)[0].vocab_size)
     model, weights = build_model(ns, max_seq_len=ns.max_seq_len)
     path, m = export_artifact(model, weights, backend, cfg, ns.out, name=ns.name, force=ns.force,
                               verify=not ns.no_verify)
