@@ -147,7 +147,7 @@ def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
     from tqdm import tqdm
 
     from mobilellm.benchmarks import schema
-    from mobilellm.benchmarks.bench import bench, missing_record
+    from mobilellm.benchmarks.bench import bench
     from mobilellm.benchmarks.report import build_report
     out = Path(cfg.out)
     art_dir = out / "artifacts"

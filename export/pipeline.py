@@ -13,7 +13,7 @@ from pathlib import Path
 from mobilellm.errors import UserError, VerificationError
 from mobilellm.export.base import SCHEME_HELP, Backend, ExportConfig
 from mobilellm.export import verify as V
-from mobilellm.io import atomic_path, sha256, size_bytes
+from mobilellm.io import atomic_path, remove_path, sha256, size_bytes
 from mobilellm.manifest import manifest_path, model_section, settings_hash, tool_versions, write_manifest
 from mobilellm.progress import Steps
 
@@ -83,9 +83,7 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
             except VerificationError as e:
                 manifest["verification"] = getattr(e, "report", {"error": str(e)})
                 failed = out.with_name(out.name + ".failed")
-                if failed.exists():
-                    import shutil
-                    shutil.rmtree(failed) if failed.is_dir() else failed.unlink()
+                remove_path(failed)
                 os.replace(tmp, failed)
                 write_manifest(failed, manifest)
                 raise VerificationError(f"{e}; the artifact is kept as {failed} with the report in "
@@ -114,5 +112,4 @@ def _verify(backend: Backend, tmp: Path, manifest: dict, model, cfg: ExportConfi
     session.load()
     session.init()
     model.reset_cache()
-    report = V.verify(session, EagerRunner(model), cfg.quant, quant_ref)
-    return report
+    return V.verify(session, EagerRunner(model), cfg.quant, quant_ref)

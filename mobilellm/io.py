@@ -15,17 +15,18 @@ def atomic_path(final: Path):
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".partial-{os.getpid()}-{final.name}")  # keeps the suffix runtimes look at
-    _remove(tmp)
+    remove_path(tmp)
     try:
         yield tmp
         if final.is_dir() and not final.is_symlink():
             shutil.rmtree(final)
         os.replace(tmp, final)
     finally:
-        _remove(tmp)
+        remove_path(tmp)
 
 
-def _remove(p: Path):
+def remove_path(p: Path) -> None:
+    """Remove a file or a directory tree, if there."""
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p, ignore_errors=True)
     elif p.exists() or p.is_symlink():

@@ -7,7 +7,6 @@ pickle that would run code is refused). All name and dtype fixes live in `saniti
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 

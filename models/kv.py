@@ -31,6 +31,14 @@ def _attend(q, k_all, v_all, input_pos):
     return y.transpose(1, 2).reshape(B, -1, H * D)
 
 
+def _start(input_pos, T: int, S: int):
+    """The start position as a SymInt torch.export can bound: 0 <= start, start + T <= S."""
+    start = input_pos[0].item()
+    torch._check(start >= 0)
+    torch._check(start + T <= S)
+    return start
+
+
 class _BufferKV(nn.Module):
     layout = "BHSD"
 
@@ -63,9 +71,7 @@ class StateKV(_BufferKV):
         B, T, H, D = q.shape
         Hkv, S = self.k_cache.shape[1], self.k_cache.shape[2]
         G = H // Hkv
-        start = input_pos[0].item()
-        torch._check(start >= 0)
-        torch._check(start + T <= S)
+        start = _start(input_pos, T, S)
         self.k_cache[:, :, start:start + T] = k.transpose(1, 2)  # slice_scatter -> state write
         self.v_cache[:, :, start:start + T] = v.transpose(1, 2)
         qg = q.view(B, T, Hkv, G, D).permute(0, 2, 3, 1, 4).reshape(B, Hkv, G * T, D)  # [B, Hkv, G*T, D]
@@ -85,9 +91,7 @@ class CustomOpKV(_BufferKV):
 
     def forward(self, q, k, v, input_pos):
         B, T, H, D = q.shape
-        start = input_pos[0].item()
-        torch._check(start >= 0)
-        torch._check(start + T <= self.k_cache.shape[1])
+        start = _start(input_pos, T, self.k_cache.shape[1])
         torch.ops.llama.update_cache(k, self.k_cache, start)
         torch.ops.llama.update_cache(v, self.v_cache, start)
         y = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0, True)

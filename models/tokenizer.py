@@ -2,7 +2,6 @@
 tokenizer MobileLLM ships: unk=0, bos=1, eos=2) or a Hugging Face `tokenizer.json`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mobilellm.errors import UserError

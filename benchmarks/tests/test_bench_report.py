@@ -36,7 +36,7 @@ def test_run_writes_report_and_summary(run_dir):
 
 def test_run_is_resumable(run_dir, cli):
     out, _ = run_dir
-    p = cli("run", "--models", "tiny-random", "--backends", "executorch", "--variants", "base", "--max-seq-len", "64",
+    cli("run", "--models", "tiny-random", "--backends", "executorch", "--variants", "base", "--max-seq-len", "64",
             "--iters", "2", "--cold-runs", "1", "--warmup", "0", "--out", out)
     jobs = json.loads((out / "jobs.json").read_text())
     assert [j["status"] for j in jobs] == ["reused"]

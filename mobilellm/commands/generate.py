@@ -65,14 +65,14 @@ def main(ns):
     print(f"# {source}", file=sys.stderr)
     if tok is not None:
         print(ns.prompt if not ns.prompt_ids else tok.decode(ids), end="", flush=True)
-    shown = []
+    shown, printed = [], [""]
 
     def on_token(t):
         shown.append(t)
         if tok is not None:  # decode the whole continuation so SentencePiece spacing is right
             text = tok.decode(shown)
-            prev = tok.decode(shown[:-1])
-            print(text[len(prev):], end="", flush=True)
+            print(text[len(printed[0]):], end="", flush=True)
+            printed[0] = text
         else:
             print(t, end=" ", flush=True)
 
