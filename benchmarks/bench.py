@@ -68,7 +68,9 @@ def run_one(path: Path, cfg: BenchConfig, timeout: float = 1800) -> dict:
             raise UserError(res["error"])
         for k, v in res.items():
             pooled.setdefault(k, []).extend(v if isinstance(v, list) else [v])
-    pooled["settings"] = {**asdict(cfg), "prompt_len": prompt_len, "gen_tokens": gen, "decode_position": prompt_len}
+    options = (pooled.pop("runtime_options", None) or [{}])[0]  # e.g. XNNPACK's weight cache
+    pooled["settings"] = {**asdict(cfg), "prompt_len": prompt_len, "gen_tokens": gen, "decode_position": prompt_len,
+                          **options}
     return pooled
 
 

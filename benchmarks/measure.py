@@ -64,7 +64,8 @@ def measure(spec: dict) -> dict:
     t1 = time.perf_counter()
     session.init()
     t2 = time.perf_counter()
-    out.update(load_ms=[(t1 - t0) * 1e3], init_ms=[(t2 - t1) * 1e3], rss_after_init_mb=rss_mb()[0])
+    out.update(load_ms=[(t1 - t0) * 1e3], init_ms=[(t2 - t1) * 1e3], rss_after_init_mb=rss_mb()[0],
+               runtime_options=getattr(session, "runtime_options", {}))
 
     prefill = []
     for i in range(warmup + iters):

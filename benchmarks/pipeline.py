@@ -26,6 +26,8 @@ class RunConfig:
     checkpoint: Path | None = None
     variants: tuple[str, ...] = ("base", "shared", "deep")
     workers: int = 2
+    # Trained presets scored on their held-out text (latency uses `models`, accuracy needs real weights).
+    accuracy: tuple[str, ...] = ("tiny", "tiny-LS")
 
 
 @dataclass
@@ -35,6 +37,8 @@ class Job:
     scheme: str
     args: object
     path: Path | None = None
+    checkpoint: Path | None = None  # accuracy jobs: the trained preset's weights
+    max_seq_len: int | None = None
     status: str = "pending"
     note: str = ""
     manifest: dict = field(default_factory=dict)
@@ -79,11 +83,13 @@ def plan(cfg: RunConfig) -> list[Job]:
 
 
 def build_model(job: Job, cfg: RunConfig):
-    from mobilellm.models.checkpoint import load_model
+    from mobilellm.models.checkpoint import checkpoint_label, load_model
     from mobilellm.models.model import build, random_weights_label
+    if job.checkpoint is not None:
+        return load_model(job.checkpoint, max_seq_len=job.max_seq_len), checkpoint_label(job.checkpoint)
     if cfg.checkpoint and job.variant != "deep":
         return load_model(cfg.checkpoint, max_seq_len=cfg.max_seq_len, repeat=job.args.repeat), \
-            f"checkpoint {cfg.checkpoint.resolve()}"
+            checkpoint_label(cfg.checkpoint)
     note = " (no checkpoint for the 2N-layer control)" if cfg.checkpoint else ""
     return build(job.args, seed=cfg.seed, max_seq_len=cfg.max_seq_len), random_weights_label(cfg.seed) + note
 
@@ -93,8 +99,11 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     from mobilellm.export.pipeline import artifact_name, export_settings
     from mobilellm.manifest import read_manifest, settings_hash
     backend = get_backend(job.backend)
-    ecfg = ExportConfig(quant=job.scheme, max_seq_len=cfg.max_seq_len,
-                        quantize_embedding=job.backend == "executorch" and job.scheme != "fp32")
+    from mobilellm.models.tokenizer import tokenizer_file
+    ckpt = job.checkpoint or (cfg.checkpoint if job.variant != "deep" else None)
+    ecfg = ExportConfig(quant=job.scheme, max_seq_len=job.max_seq_len or cfg.max_seq_len,
+                        quantize_embedding=job.backend == "executorch" and job.scheme != "fp32",
+                        tokenizer=tokenizer_file(ckpt) if ckpt else None)
     model, weights = build_model(job, cfg)
     path = art_dir / artifact_name(model, backend, ecfg)
     want = settings_hash(export_settings(model, weights, backend, ecfg))
@@ -152,11 +161,16 @@ def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
     out = Path(cfg.out)
     art_dir = out / "artifacts"
     art_dir.mkdir(parents=True, exist_ok=True)
+    from mobilellm.benchmarks.accuracy_run import eval_all, plan_accuracy
     jobs = plan(cfg)
+    acc_jobs, acc_missing = plan_accuracy(cfg)
     weights = f"checkpoint {cfg.checkpoint}" if cfg.checkpoint else f"seeded random weights (seed {cfg.seed})"
-    log(f"mobilellm run: {', '.join(cfg.models) if not cfg.checkpoint else cfg.checkpoint} with {weights}; "
+    log(f"mobilellm run: latency of {', '.join(cfg.models) if not cfg.checkpoint else cfg.checkpoint} with {weights}; "
         f"{len(jobs)} artifacts ({len(cfg.variants)} variants x {len(cfg.backends)} backends, {cfg.quant}) into {out}")
-    export_all(jobs, cfg, art_dir, cfg.workers)
+    if cfg.accuracy:
+        log(f"mobilellm run: accuracy of the trained presets {', '.join(cfg.accuracy)} on their held-out text; "
+            f"{len(acc_jobs)} artifacts")
+    export_all(jobs + acc_jobs, cfg, art_dir, cfg.workers)
     ok = [j for j in jobs if j.path is not None and j.status in ("exported", "reused")]
     records, missing = [], []
     results = out / "results.json"
@@ -170,9 +184,16 @@ def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
             records += recs
             missing += miss
             schema.save(results, records, missing)  # every finished record survives a later failure
+        acc_records, acc_miss = eval_all(acc_jobs, bench_cfg.threads)
+        records += acc_records
+        missing += acc_missing + acc_miss + [
+            {"artifact": f"{j.args.name} {j.backend}", "backend": j.backend, "scheme": j.scheme,
+             "variant": j.args.variant, "reason": f"{j.status}: {j.note}"} for j in acc_jobs if j.path is None]
     finally:
         schema.save(results, records, missing)
-    notes = [f"weights: {weights}" + (" — latency does not depend on weight values" if not cfg.checkpoint else ""),
+    notes = [f"latency: {weights}" + (" — latency does not depend on weight values" if not cfg.checkpoint else ""),
+             "accuracy: " + (f"trained presets {', '.join(cfg.accuracy)} (models/trained/, real weights) on held-out "
+                             "text they never trained on" if cfg.accuracy else "not run (--accuracy none)"),
              f"scheme requested: {cfg.quant}; max sequence length {cfg.max_seq_len}",
              f"bench: warm-up {bench_cfg.warmup}, {bench_cfg.iters} iterations x {bench_cfg.cold_runs} cold processes, "
              f"{bench_cfg.threads} threads, prompt {min(bench_cfg.prompt_len, cfg.max_seq_len // 2)} tokens, decode timed at that position"]
@@ -189,5 +210,14 @@ def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
         log(f"{j.args.variant:<22} {j.backend:<18} {j.scheme:<11} {j.status:<20} "
             f"{size:>8.1f} {m.get('decode_ms', float('nan')):>10.2f} "
             f"{m.get('init_ms', float('nan')):>9.1f}")
+    ppl = {(r["artifact"], r["metric"]): r["value"] for r in records if r.get("artifact") and r["metric"] in
+           ("perplexity", "top1_agreement")}
+    refs = {r["model"]: r["value"] for r in records if r["backend"] == "eager" and r["metric"] == "perplexity"}
+    for j in acc_jobs:
+        p = ppl.get((j.path.name, "perplexity")) if j.path else None
+        ref = refs.get(j.args.name)
+        log(f"{j.args.name + ' (accuracy)':<22} {j.backend:<18} {j.scheme:<11} {j.status:<20} " + (
+            f"perplexity {p:.3f} (eager fp32 {ref:.3f}, {(p / ref - 1) * 100:+.2f}%), top-1 "
+            f"{ppl.get((j.path.name, 'top1_agreement'), float('nan')):.4f}" if p and ref else j.note[:60]))
     log(f"\nreport: {report}")
     return report

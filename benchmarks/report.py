@@ -92,13 +92,51 @@ def artifact_table(records: list[dict]) -> str:
     cols = [("size_mb", "size MB", 1), ("load_ms", "load ms", 1), ("init_ms", "init ms", 1),
             ("decode_ms", "decode ms", 2), ("decode_tokens_per_s", "decode tok/s", 1),
             ("prefill_tokens_per_s", "prefill tok/s", 0), ("rss_after_init_mb", "RSS init MB", 0),
-            ("kv_cache_mb", "KV cache MB", 1), ("perplexity", "ppl", 2)]
+            ("kv_cache_mb", "KV cache MB", 1)]
     cols = [c for c in cols if any(c[0] in m for m in arts.values())]
     lines = ["| device | artifact | backend | scheme | variant | " + " | ".join(c[1] for c in cols) + " |",
              "|" + "---|" * (5 + len(cols))]
     for (dev, art, be, sc, var), m in sorted(arts.items()):
         lines.append(f"| {dev} | {art} | {be} | {sc} | {var} | " + " | ".join(_fmt(m.get(c[0]), c[2]) for c in cols) + " |")
     return "\n".join(lines)
+
+
+W8A8_SCHEMES = ("w8a8", "w8a8-static", "w8a8-dynamic")
+
+
+def accuracy_markdown(records: list[dict], bar: float | None = None) -> str:
+    """Perplexity per artifact beside its eager fp32 model on the same text, with top-1 agreement,
+    KL divergence and whether a W8A8 scheme meets the perplexity bar."""
+    from mobilellm.benchmarks.accuracy_run import W8A8_PPL_BAR
+    bar = bar if bar is not None else W8A8_PPL_BAR
+    acc = [r for r in records if r["metric"] in ("perplexity", "top1_agreement", "kl_divergence")]
+    if not acc:
+        return ""
+    by = defaultdict(dict)
+    for r in acc:
+        text = (r.get("settings") or {}).get("text_sha256", "")
+        by[(r["device"], r["model"], r["variant"], text, r["backend"], r["scheme"], r.get("artifact", ""))][r["metric"]] = r
+    lines = [f"Held-out text, scored through each artifact's own runtime and KV cache; W8A8 bar: perplexity within "
+             f"{bar:.0%} of eager fp32 on the same text.", "",
+             "| device | model | variant | backend | scheme | perplexity | vs eager fp32 | top-1 agreement | KL (nats/token) | W8A8 bar |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    refs = {k[:4]: m["perplexity"]["value"] for k, m in by.items() if k[4] == "eager" and "perplexity" in m}
+    for k, m in sorted(by.items(), key=lambda kv: (kv[0][:4], kv[0][4] != "eager", kv[0][4], kv[0][5])):
+        if "perplexity" not in m:
+            continue
+        ppl, ref = m["perplexity"]["value"], refs.get(k[:4])
+        rel = None if ref is None else ppl / ref - 1
+        scheme = k[5].split("+")[0]
+        verdict = "" if k[4] == "eager" or scheme not in W8A8_SCHEMES or rel is None else (
+            "meets" if abs(rel) <= bar else "**misses**")
+        if scheme == "8da4w":
+            verdict = "int4 weights: own cost"
+        top1 = m.get("top1_agreement", {}).get("value")
+        kl = m.get("kl_divergence", {}).get("value")
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[4]} | {k[5]} | {ppl:.3f} | "
+                     f"{'reference' if k[4] == 'eager' else f'{rel * 100:+.2f}%' if rel is not None else 'n/a'} | "
+                     f"{_fmt(top1, 4)} | {_fmt(kl, 5)} | {verdict} |")
+    return "\n".join(lines) + "\n"
 
 
 def _rank(variant: str) -> float:
@@ -184,7 +222,11 @@ def build_report(result_paths: list[Path], out_dir: Path, notes: list[str] | Non
            "The paper's column is MobileLLM-125M, FP16, iPhone 13, ExecuTorch MPS (mean of 50).", ""]
     rows = sharing_rows(records)
     md.append(sharing_markdown(rows) if rows else "No complete variant set (N, LS 2xN, 2N) in these results.\n")
-    md += ["## Every artifact (medians)", "", artifact_table(records), ""]
+    acc = accuracy_markdown(records)
+    if acc:
+        md += ["## Accuracy on held-out text", "", acc]
+    timed = [r for r in records if r["metric"] not in ("perplexity", "top1_agreement", "kl_divergence")]
+    md += ["## Every artifact (medians)", "", artifact_table(timed), ""]
     if missing:
         md += ["## Not measured here", "", "| artifact | backend | scheme | variant | why |", "|---|---|---|---|---|"]
         md += [f"| {m.get('artifact')} | {m.get('backend')} | {m.get('scheme')} | {m.get('variant')} | {m.get('reason')} |"

@@ -17,6 +17,8 @@ COMMANDS = {
     "bench": "measure load / init / execute latency, tokens/s, memory and size of artifacts",
     "report": "merge results files into a Markdown report with plots and a CSV",
     "run": "the pipeline: export the sharing variants to every backend, verify, benchmark, report",
+    "train": "train a small MobileLLM on Python's own sources and docs (a real checkpoint for accuracy)",
+    "eval": "perplexity, top-1 agreement and KL vs eager fp32 of artifacts on held-out text",
     "device": "run the benchmark on an Android phone or an iPhone and pull the results",
 }
 

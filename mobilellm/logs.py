@@ -15,7 +15,7 @@ import warnings
 
 # A native log line may land glued to a progress bar's line, so noise is cut from where it starts.
 NOISE = re.compile(rb"\[(cpuinfo_utils\.cpp|kernel_runtime_context\.h|XNNPACKBackend\.cpp|method\.cpp|"
-                   rb"program\.cpp|operator_registry\.cpp)[:\]].*|Failed to load .*torchao/_C.*|"
+                   rb"program\.cpp|operator_registry\.cpp|threadpool\.cpp)[:\]].*|Failed to load .*torchao/_C.*|"
                    rb"W\d{4} .*(_pytree|KernelPreference).*")
 
 
@@ -52,8 +52,9 @@ def _filter_fd2() -> None:
                 if not chunk:
                     break
                 buf += chunk
-                *lines, buf = buf.split(b"\n")
-                out = b"".join(c + b"\n" for c in map(_clean, lines) if c is not None)
+                # Pass on every finished piece at once, progress-bar redraws (ending in \r) included.
+                *pieces, buf = re.split(rb"(?<=[\r\n])", buf)
+                out = b"".join(c + p[-1:] for p in pieces if (c := _clean(p[:-1])) is not None)
                 if out:
                     os.write(real, out)
             if buf and _clean(buf) is not None:

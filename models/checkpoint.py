@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -109,6 +110,36 @@ def load_model(ckpt: Path, max_seq_len: int | None = None, kv_kind: str = "eager
                             f"config.json implies {tuple(v.shape)}")
     model.load_state_dict(sd, strict=True)
     return model.eval().requires_grad_(False)
+
+
+def checkpoint_label(ckpt: Path) -> str:
+    """How manifests name weights loaded from a checkpoint (random ones: `random_weights_label`)."""
+    return f"checkpoint {Path(ckpt).resolve()}"
+
+
+def checkpoint_of(manifest: dict) -> Path | None:
+    """The checkpoint directory an artifact's manifest names (None for random weights)."""
+    w = manifest["model"].get("weights", "")
+    return Path(w[len("checkpoint "):]) if w.startswith("checkpoint ") else None
+
+
+def model_from_manifest(manifest: dict, max_seq_len: int | None = None, kv_kind: str = "eager") -> MobileLLM:
+    """The eager fp32 model an artifact was exported from, rebuilt from its manifest: the same
+    checkpoint (at the artifact's repeat) or the same seeded random weights."""
+    from mobilellm.models.model import build, random_weights_label
+    mm = manifest["model"]
+    args = ModelArgs(**{k: v for k, v in mm["args"].items() if k in ModelArgs.__dataclass_fields__})
+    weights = mm.get("weights", "")
+    ckpt = checkpoint_of(manifest)
+    if ckpt is not None:
+        if not ckpt.is_dir():
+            raise UserError(f"the artifact was exported from checkpoint {ckpt}, which is not here; "
+                            f"pass --checkpoint DIR to name its weights")
+        return load_model(ckpt, max_seq_len=max_seq_len, kv_kind=kv_kind, repeat=args.repeat)
+    m = re.fullmatch(r"random \(seed (\d+);.*", weights)
+    if m and weights.startswith(random_weights_label(int(m[1]))):  # the spelling `random_weights_label` writes
+        return build(args, seed=int(m[1]), max_seq_len=max_seq_len, kv_kind=kv_kind)
+    raise UserError(f"cannot rebuild the weights the artifact came from ({weights!r}); pass --checkpoint DIR")
 
 
 def save_checkpoint(model: MobileLLM, out: Path, fmt: str = "safetensors", dtype=torch.float32,

@@ -18,9 +18,18 @@ PRESETS: dict[str, dict] = {
     # seconds-long smoke path. Kept here so tests shrink a real preset instead of inventing one.
     "tiny-random": dict(n_layers=2, n_heads=4, n_kv_heads=2, dim=64, ffn_hidden=160,
                         vocab_size=512, head_dim=16, context_len=256),
+    # The architecture of the trained presets `tiny` / `tiny-LS` (models/trained/): deep and thin,
+    # GQA, shared embedding, trained by `mobilellm train` on Python's own text.
+    "tiny": dict(n_layers=8, n_heads=4, n_kv_heads=2, dim=128, ffn_hidden=352,
+                 vocab_size=2048, head_dim=32, context_len=256),
 }
 for _name in ("125M", "350M"):
     PRESETS[f"LS-{_name}"] = dict(PRESETS[_name], repeat=2)
+PRESETS["tiny-LS"] = dict(PRESETS["tiny"], repeat=2)
+
+# Presets that ship trained weights (Hugging Face format, under models/trained/<name>/): the
+# command, seed and loss curve that made each are in its training.json.
+TRAINED = ("tiny", "tiny-LS")
 
 ALIASES = {f"facebook/MobileLLM-{n}": n for n in ("125M", "350M", "600M", "1B", "1.5B")}
 ALIASES.update({f"facebook/MobileLLM-{n}-layer-share": f"LS-{n}" for n in ("125M", "350M")})
@@ -124,6 +133,15 @@ class ModelArgs:
             "tie_word_embeddings": False, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2,
             "torch_dtype": "float32",
         }
+
+
+def trained_checkpoint(name: str):
+    """The shipped checkpoint directory of a trained preset, or None."""
+    from pathlib import Path
+    if name not in TRAINED:
+        return None
+    path = Path(__file__).parent / "trained" / name
+    return path if (path / "config.json").is_file() else None
 
 
 def preset_names() -> list[str]:

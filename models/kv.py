@@ -9,6 +9,7 @@ and returns [B, T, H*D]. They differ only in how the export backends want the ca
   state   buffers [B, Hkv, S, D], written as a slice at input_pos (Core ML turns it into state writes)
   io      no buffers: past k/v come in as tensors and the grown cache goes out (ONNX, which has
           no mutable state); `past` holds the cache in, `present` the cache out
+  train   no cache: causal attention over the given sequence only, batched (training)
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def _attend(q, k_all, v_all, input_pos):
     return y.transpose(1, 2).reshape(B, -1, H * D)
 
 
-def _start(input_pos, T: int, S: int):
+def start_position(input_pos, T: int, S: int):
     """The start position as a SymInt torch.export can bound: 0 <= start, start + T <= S."""
     start = input_pos[0].item()
     torch._check(start >= 0)
@@ -41,6 +42,7 @@ def _start(input_pos, T: int, S: int):
 
 class _BufferKV(nn.Module):
     layout = "BHSD"
+    uses_start = False  # True: forward needs `start`, the start position as an int (see _start)
 
     def __init__(self, batch, max_seq_len, n_heads, n_kv, head_dim):
         super().__init__()
@@ -54,7 +56,7 @@ class _BufferKV(nn.Module):
 
 
 class EagerKV(_BufferKV):
-    def forward(self, q, k, v, input_pos):
+    def forward(self, q, k, v, input_pos, start=None):
         pos = input_pos[:1] + torch.arange(k.shape[1], device=k.device)
         self.k_cache.index_copy_(2, pos, k.transpose(1, 2))
         self.v_cache.index_copy_(2, pos, v.transpose(1, 2))
@@ -67,11 +69,12 @@ class StateKV(_BufferKV):
     tensor fails to convert), and GQA is done by grouping the query heads of each kv head,
     since Core ML's SDPA has no enable_gqa (and this avoids expanding the cache)."""
 
-    def forward(self, q, k, v, input_pos):
+    uses_start = True
+
+    def forward(self, q, k, v, input_pos, start=None):
         B, T, H, D = q.shape
         Hkv, S = self.k_cache.shape[1], self.k_cache.shape[2]
         G = H // Hkv
-        start = _start(input_pos, T, S)
         self.k_cache[:, :, start:start + T] = k.transpose(1, 2)  # slice_scatter -> state write
         self.v_cache[:, :, start:start + T] = v.transpose(1, 2)
         qg = q.view(B, T, Hkv, G, D).permute(0, 2, 3, 1, 4).reshape(B, Hkv, G * T, D)  # [B, Hkv, G*T, D]
@@ -84,14 +87,14 @@ class CustomOpKV(_BufferKV):
     """ExecuTorch's LLM ops: cache layout [B, S, Hkv, D], GQA handled inside custom_sdpa."""
 
     layout = "BSHD"
+    uses_start = True
 
     def __init__(self, *a):
         from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  registers llama::*
         super().__init__(*a)
 
-    def forward(self, q, k, v, input_pos):
+    def forward(self, q, k, v, input_pos, start=None):
         B, T, H, D = q.shape
-        start = _start(input_pos, T, self.k_cache.shape[1])
         torch.ops.llama.update_cache(k, self.k_cache, start)
         torch.ops.llama.update_cache(v, self.v_cache, start)
         y = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0, True)
@@ -100,6 +103,8 @@ class CustomOpKV(_BufferKV):
 
 class IOKV(nn.Module):
     """Growing cache as plain tensors: present = cat(past, new) along the sequence axis."""
+
+    uses_start = False
 
     def __init__(self, batch, max_seq_len, n_heads, n_kv, head_dim):
         super().__init__()
@@ -110,7 +115,7 @@ class IOKV(nn.Module):
         self.past = (torch.zeros(self.empty), torch.zeros(self.empty))
         self.present = None
 
-    def forward(self, q, k, v, input_pos):
+    def forward(self, q, k, v, input_pos, start=None):
         pk, pv = self.past  # [B, Hkv, P, D] with P == input_pos
         k_all = torch.cat([pk, k.transpose(1, 2)], dim=2)
         v_all = torch.cat([pv, v.transpose(1, 2)], dim=2)
@@ -118,7 +123,25 @@ class IOKV(nn.Module):
         return _attend(q, k_all, v_all, input_pos)
 
 
-KV_KINDS = {"eager": EagerKV, "state": StateKV, "custom": CustomOpKV, "io": IOKV}
+class NoCacheKV(nn.Module):
+    """Training: every call is a whole sequence from position 0, so nothing is kept."""
+
+    uses_start = False
+
+    def __init__(self, *a):
+        super().__init__()
+
+    def reset(self):
+        pass
+
+    def forward(self, q, k, v, input_pos, start=None):
+        B, T, H, D = q.shape
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           is_causal=True, enable_gqa=True)
+        return y.transpose(1, 2).reshape(B, T, H * D)
+
+
+KV_KINDS = {"eager": EagerKV, "state": StateKV, "custom": CustomOpKV, "io": IOKV, "train": NoCacheKV}
 
 
 def make_kv(kind, batch, max_seq_len, n_heads, n_kv, head_dim) -> nn.Module:

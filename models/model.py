@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilellm.models.config import ModelArgs
-from mobilellm.models.kv import KV_KINDS, make_kv
+from mobilellm.models.kv import KV_KINDS, make_kv, start_position
 
 
 class RMSNorm(nn.Module):
@@ -58,13 +58,13 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(a.dim, a.n_kv_heads * a.head_dim, bias=False)
         self.o_proj = nn.Linear(a.n_heads * a.head_dim, a.dim, bias=False)
 
-    def forward(self, x, cos, sin, rot, input_pos, kv):
+    def forward(self, x, cos, sin, rot, input_pos, start, kv):
         B = x.shape[0]
         q = self.q_proj(x).view(B, -1, self.n_heads, self.hd)  # [B, T, H, D]
         k = self.k_proj(x).view(B, -1, self.n_kv, self.hd)  # [B, T, Hkv, D]
         v = self.v_proj(x).view(B, -1, self.n_kv, self.hd)
         q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
-        y = kv(q, k, v, input_pos)  # [B, T, H*D]
+        y = kv(q, k, v, input_pos, start)  # [B, T, H*D]
         return self.o_proj(y)
 
 
@@ -87,8 +87,8 @@ class Block(nn.Module):
         self.input_layernorm = RMSNorm(a.dim, a.norm_eps)
         self.post_attention_layernorm = RMSNorm(a.dim, a.norm_eps)
 
-    def forward(self, x, cos, sin, rot, input_pos, kv):
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, rot, input_pos, kv)
+    def forward(self, x, cos, sin, rot, input_pos, start, kv):
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, rot, input_pos, start, kv)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -146,9 +146,12 @@ class MobileLLM(nn.Module):
         hd = self.args.head_dim
         cos = self.rope_cos[pos].view(1, -1, 1, hd)  # [1, T, 1, D]
         sin = self.rope_sin[pos].view(1, -1, 1, hd)
+        # Pieces that slice the cache get the start position as one SymInt, read once per call:
+        # one unbacked symbol for the whole graph keeps torch.export and lowering linear in depth.
+        start = start_position(input_pos, T, self.max_seq_len) if self.kv[0].uses_start else None
         h = self.model.embed_tokens(tokens)  # [B, T, dim]
         for i, layer in enumerate(self.args.schedule):  # immediate repeat: L0,L0,L1,L1,...
-            h = self.model.layers[layer](h, cos, sin, self.rope_rot, input_pos, self.kv[i])
+            h = self.model.layers[layer](h, cos, sin, self.rope_rot, input_pos, start, self.kv[i])
         h = self.model.norm(h)
         if self.args.share_embedding and "lm_head" not in self._modules:
             return F.linear(h, self.output_weight())  # [B, T, vocab]

@@ -9,6 +9,12 @@ from mobilellm.errors import UserError
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 
 
+def tokenizer_file(ckpt: Path) -> Path | None:
+    """The tokenizer file in a checkpoint directory, if it has one."""
+    found = [Path(ckpt) / f for f in TOKENIZER_FILES if (Path(ckpt) / f).is_file()]
+    return found[0] if found else None
+
+
 class Tokenizer:
     def __init__(self, path: Path):
         path = Path(path)

@@ -9,6 +9,7 @@ from mobilellm.benchmarks import schema
 from mobilellm.benchmarks.bench import BenchConfig, bench
 from mobilellm.benchmarks.report import build_report, sharing_rows
 from mobilellm.errors import UserError
+from mobilellm.models.config import trained_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +20,7 @@ def run_dir(tmp_path_factory):
     from conftest import run_cli
     out = tmp_path_factory.mktemp("run")
     p = run_cli("run", "--models", "tiny-random", "--backends", "executorch", "--max-seq-len", "64",
-                "--iters", "3", "--cold-runs", "1", "--warmup", "1", "--out", out, timeout=900)
+                "--iters", "3", "--cold-runs", "1", "--warmup", "1", "--accuracy", "none", "--out", out, timeout=900)
     return out, p
 
 
@@ -37,9 +38,25 @@ def test_run_writes_report_and_summary(run_dir):
 def test_run_is_resumable(run_dir, cli):
     out, _ = run_dir
     cli("run", "--models", "tiny-random", "--backends", "executorch", "--variants", "base", "--max-seq-len", "64",
-            "--iters", "2", "--cold-runs", "1", "--warmup", "0", "--out", out)
+            "--iters", "2", "--cold-runs", "1", "--warmup", "0", "--accuracy", "none", "--out", out)
     jobs = json.loads((out / "jobs.json").read_text())
     assert [j["status"] for j in jobs] == ["reused"]
+
+
+@pytest.mark.skipif(trained_checkpoint("tiny-LS") is None, reason="trained presets not present")
+def test_run_reports_accuracy_of_the_trained_presets(tmp_path, cli):
+    """Latency on the random-weight architecture, accuracy on the trained presets, one report."""
+    p = cli("run", "--models", "tiny-random", "--backends", "onnx,coreml", "--variants", "base", "--max-seq-len", "64",
+            "--iters", "2", "--cold-runs", "1", "--warmup", "0", "--accuracy", "tiny,tiny-LS", "--out", tmp_path,
+            timeout=900)
+    recs = schema.load(tmp_path / "results.json")
+    ppl = {(r["model"], r["backend"], r["scheme"]): r["value"] for r in recs if r["metric"] == "perplexity"}
+    assert set(ppl) == {(m, b, s) for m in ("tiny", "tiny-LS") for b, s in
+                        (("eager", "fp32"), ("onnx", "fp32"), ("onnx", "w8a8"))}
+    md = (tmp_path / "report.md").read_text()
+    assert "## Accuracy on held-out text" in md and "trained presets tiny, tiny-LS" in md
+    assert "accuracy not evaluated" in md  # Core ML: the reason, not a silent gap
+    assert "perplexity" in p.stdout and "(accuracy)" in p.stdout
 
 
 def test_bench_definitions_and_records(run_dir):

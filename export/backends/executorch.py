@@ -7,6 +7,7 @@ the `forward(tokens [1,T], input_pos [1])` contract of ExecuTorch's LLM runner, 
 from __future__ import annotations
 
 import copy
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -114,7 +115,14 @@ class ExecuTorchSession(Session):
         import executorch.kernels.quantized  # noqa: F401  int8 embedding kernels
         from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  llama::* kernels
         from executorch.runtime import Runtime
+        from mobilellm.export.xnnpack_options import set_weight_cache
         self.runtime = Runtime.get()  # imports and runtime start-up are not part of "load"
+        # Pack each weight once however many blocks use it (layer sharing); MOBILELLM_XNNPACK_WEIGHT_CACHE=0 to compare.
+        want = os.environ.get("MOBILELLM_XNNPACK_WEIGHT_CACHE", "1") != "0"
+        why = set_weight_cache(want)
+        self.runtime_options = {"xnnpack_weight_cache": want and why is None}
+        if why:
+            self.runtime_options["xnnpack_weight_cache_note"] = why
         self.path = Path(path)
         m = manifest or {}
         self.max_seq_len = m.get("max_seq_len")

@@ -76,12 +76,14 @@ class _GroupedIOKV(nn.Module):
     heads are grouped per kv head, so the cache is never copied out to all heads (SDPA's
     enable_gqa exports as an Expand of the whole cache on every step), and no SDPA decomposition."""
 
+    uses_start = False
+
     def __init__(self, n_heads: int, n_kv: int, head_dim: int):
         super().__init__()
         self.G, self.scale = n_heads // n_kv, head_dim ** -0.5
         self.past = self.present = None
 
-    def forward(self, q, k, v, input_pos):
+    def forward(self, q, k, v, input_pos, start=None):
         B, T, H, D = q.shape
         pk, pv = self.past
         k_all = torch.cat([pk, k.transpose(1, 2)], dim=2)  # [B, Hkv, S, D]

@@ -79,6 +79,40 @@ def test_layer_sharing_pays_no_bytes(w8a8_pair):
     assert abs(b - a) / a < 0.01, (a, b)
 
 
+_PROBE = """
+import json, sys
+import numpy as np
+from mobilellm.benchmarks.measure import rss_mb
+from mobilellm.export.base import get_backend
+from mobilellm.manifest import read_manifest
+path = sys.argv[1]
+s = get_backend("executorch").open(path, read_manifest(path))
+s.load(); s.init()
+rss = rss_mb()[0]
+logits = s.forward([1, 5, 9, 13], 0)
+print(json.dumps({"rss": rss, "opts": s.runtime_options, "sum": float(np.abs(logits).sum()), "top": logits.argmax(-1).tolist()}))
+"""
+
+
+def test_xnnpack_weight_cache_packs_a_shared_block_once(w8a8_pair):
+    """With the weight cache (set through ExecuTorch's C API), the LS model's second run of each
+    block reuses the first one's packed weights: less resident memory, the same logits."""
+    import json
+    import os
+    import subprocess
+    import sys
+    (_, _), (shared, _) = w8a8_pair
+    got = {}
+    for flag in ("0", "1"):
+        p = subprocess.run([sys.executable, "-c", _PROBE, str(shared)], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "MOBILELLM_XNNPACK_WEIGHT_CACHE": flag})
+        got[flag] = json.loads(p.stdout.strip().splitlines()[-1])
+    assert got["1"]["opts"] == {"xnnpack_weight_cache": True} and got["0"]["opts"]["xnnpack_weight_cache"] is False
+    assert got["1"]["top"] == got["0"]["top"] and got["1"]["sum"] == got["0"]["sum"]
+    # two of the four executed blocks are repeats: ~3 MB of packed int8 weights each at this width
+    assert got["0"]["rss"] - got["1"]["rss"] > 3, got
+
+
 def test_metadata_methods_for_llm_runner(fp32_ls):
     from executorch.runtime import Runtime
     prog = Runtime.get().load_program(fp32_ls[0])

@@ -37,10 +37,21 @@ def _repeat(ns, current: int) -> int:
     return current
 
 
+def resolve_trained(ns) -> None:
+    """A preset that ships trained weights (tiny, tiny-LS) means its checkpoint, unless --layers
+    asks for another depth (then it is an architecture with random weights like any preset)."""
+    from mobilellm.models.config import trained_checkpoint
+    if ns.checkpoint is None and ns.layers is None:
+        trained = trained_checkpoint(ns.model or ns._default_model)
+        if trained is not None:
+            ns.checkpoint, ns.model = trained, None
+
+
 def model_args(ns):
     """ModelArgs from --model/--checkpoint plus overrides, and a description of the weights."""
     from mobilellm.models.checkpoint import read_config
     from mobilellm.models.config import from_name
+    resolve_trained(ns)
     if ns.checkpoint is not None:
         if ns.model is not None:
             raise UserError("give either --model or --checkpoint, not both")
@@ -48,7 +59,8 @@ def model_args(ns):
             raise UserError("--layers cannot change a checkpoint's depth (its weights fix it)")
         args = read_config(ns.checkpoint)
         args = args.replace(repeat=_repeat(ns, args.repeat))
-        return args, f"checkpoint {ns.checkpoint.resolve()}"
+        from mobilellm.models.checkpoint import checkpoint_label
+        return args, checkpoint_label(ns.checkpoint)
     if ns.layers is not None and ns.layers < 1:
         raise UserError(f"--layers must be >= 1, got {ns.layers}")
     base = from_name(ns.model or ns._default_model)

@@ -15,7 +15,8 @@ def add_arguments(p):
                    help=f"one of: {', '.join(backend_names())} (absent: {', '.join(UNAVAILABLE)})")
     g.add_argument("--quant", default=None, help="default: the backend's own (w8a8 for executorch and onnx, fp16 for "
                    "Core ML); " + "; ".join(f"{k}: {v}" for k, v in SCHEME_HELP.items()))
-    g.add_argument("--max-seq-len", type=int, default=512, help="KV-cache length baked into the artifact")
+    g.add_argument("--max-seq-len", type=int, default=None,
+                   help="KV-cache length baked into the artifact (default 512, or the model's context if smaller)")
     g.add_argument("--group-size", type=int, default=32, help="weight group size of 8da4w")
     g.add_argument("--quantize-embedding", action="store_true", help="also store the embedding table in int8")
     g.add_argument("--calibration", type=Path, help="text or token-id file for static activation calibration")
@@ -33,7 +34,13 @@ def main(ns):
     backend = get_backend(ns.backend)
     ns.quant = ns.quant or backend.default_scheme
     backend.check_scheme(ns.quant)
-    tokenizer = ns.tokenizer or (_tokenizer_in(ns.checkpoint) if ns.checkpoint else None)
+    from mobilellm.commands.common import resolve_trained
+    from mobilellm.models.tokenizer import tokenizer_file
+    resolve_trained(ns)
+    tokenizer = ns.tokenizer or (tokenizer_file(ns.checkpoint) if ns.checkpoint else None)
+    if ns.max_seq_len is None:
+        from mobilellm.commands.common import model_args
+        ns.max_seq_len = min(512, model_args(ns)[0].context_len)
     cfg = ExportConfig(quant=ns.quant, max_seq_len=ns.max_seq_len, group_size=ns.group_size,
                        quantize_embedding=ns.quantize_embedding, calibration=ns.calibration, tokenizer=tokenizer)
     if ns.calibration is not None:  # refuse a bad file before minutes of lowering, not after
@@ -49,12 +56,6 @@ def main(ns):
         print_summary(path, m)
     return 0
 
-
-def _tokenizer_in(ckpt: Path):
-    for f in ("tokenizer.model", "tokenizer.json"):
-        if (ckpt / f).is_file():
-            return ckpt / f
-    return None
 
 
 def print_summary(path: Path, m: dict) -> None:

@@ -9,7 +9,7 @@ from mobilellm.errors import UserError
 
 
 def add_arguments(p):
-    add_model_arguments(p)
+    add_model_arguments(p, default_model="tiny")  # the trained preset: text quality matters here
     p.add_argument("--artifact", type=Path, help="run an exported .pte/.onnx/.ort/.mlpackage instead of eager PyTorch")
     p.add_argument("--tokenizer", type=Path, help="tokenizer.model or tokenizer.json (default: from --checkpoint)")
     p.add_argument("--prompt", default="Once upon a time", help="prompt text")

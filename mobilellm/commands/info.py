@@ -9,7 +9,7 @@ from mobilellm.commands.common import add_model_arguments, model_args
 def add_arguments(p):
     p.add_argument("name", nargs="?", help="preset or hub id (same as --model)")
     add_model_arguments(p)
-    p.add_argument("--max-seq-len", type=int, default=512, help="cache length used for the KV-cache size line")
+    p.add_argument("--max-seq-len", type=int, default=None, help="cache length used for the KV-cache size line (default 512, or the context if smaller)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -17,6 +17,7 @@ def main(ns):
     if ns.name:
         ns.model = ns.name
     args, weights = model_args(ns)
+    ns.max_seq_len = ns.max_seq_len or min(512, args.context_len)
     kv_mb = args.kv_cache_bytes(ns.max_seq_len) / 2**20
     info = {
         "name": args.name, "variant": args.variant, "stored_blocks": args.n_layers,

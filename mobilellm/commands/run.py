@@ -19,6 +19,8 @@ def add_arguments(p):
     p.add_argument("--cold-runs", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--accuracy", default="tiny,tiny-LS",
+                   help="trained presets scored on held-out text (perplexity, top-1, KL vs fp32); 'none' to skip")
     p.add_argument("--workers", type=int, default=2, help="exports run in parallel (lowering is single-threaded)")
 
 
@@ -46,8 +48,13 @@ def main(ns):
         a = from_name(m)
         if ns.max_seq_len > a.context_len:
             raise UserError(f"--max-seq-len {ns.max_seq_len} exceeds {m}'s context of {a.context_len}")
+    accuracy = () if ns.accuracy.strip() == "none" else _names(ns.accuracy)
+    from mobilellm.models.config import TRAINED
+    bad = [a for a in accuracy if a not in TRAINED]
+    if bad:
+        raise UserError(f"--accuracy: {bad} are not trained presets; valid: {', '.join(TRAINED)}, or none")
     cfg = RunConfig(models=models, backends=backends, quant=ns.quant, max_seq_len=ns.max_seq_len, out=ns.out,
                     seed=ns.seed, checkpoint=ns.checkpoint, variants=variants,
-                    workers=ns.workers)
+                    workers=ns.workers, accuracy=accuracy)
     run(cfg, bench_cfg)
     return 0
