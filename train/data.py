@@ -109,6 +109,17 @@ def token_stream(docs: list[Document], tok) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def heldout_sample(docs: list[Document], max_chars: int) -> str:
+    """Whole held-out documents, a spread of them (in name-hash order, not alphabetical), up to
+    `max_chars`: the text `mobilellm eval` scores by default."""
+    picked, used = [], 0
+    for d in sorted(docs, key=lambda d: zlib.crc32(d.name.encode()) // 10):
+        if used + len(d.text) <= max_chars:
+            picked.append(d)
+            used += len(d.text) + 2
+    return "\n\n".join(d.text for d in sorted(picked, key=lambda d: d.name))
+
+
 def read_text(path: Path) -> str:
     """A user's text file for eval: must be non-empty UTF-8 text."""
     path = Path(path)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mobilellm.train.config import TrainConfig
+from mobilellm.train.data import heldout_sample
 
 from mobilellm.errors import UserError
 
@@ -175,13 +176,13 @@ def train(cfg: TrainConfig, out: Path, force: bool = False, stop_after: int | No
     bar.close()
     model.eval().requires_grad_(False)
     save_checkpoint(model, out, dtype=torch.float16)
-    held_text = "".join(d.text for d in held_docs)[:cfg.heldout_chars]
+    held_text = heldout_sample(held_docs, cfg.heldout_chars)
     with atomic_path(out / HELDOUT) as tmp:
         Path(tmp).write_text(held_text)
     final_held = [r[2] for r in curve if len(r) > 2][-1]
     report = {
         "settings_hash": cfg.settings_hash(), "config": dataclasses.asdict(cfg),
-        "command": "mobilellm train " + " ".join(config_flags(cfg)),
+        "command": " ".join(["mobilellm train", "--out", str(out), *config_flags(cfg)]),
         "parameters": n_params, "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
         "train_documents": len(train_docs), "heldout_documents": [d.name for d in held_docs],
         "train_tokens": len(train_stream), "heldout_tokens": len(held_stream),
