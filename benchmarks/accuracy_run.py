@@ -1,6 +1,6 @@
 """The accuracy half of `mobilellm run`: the trained presets (real weights, held-out text) are
-exported with fp32, the requested W8A8 scheme and, where the backend has it, 8da4w, then each
-artifact is scored by `accuracy.eval_artifact` against its eager fp32 model."""
+exported with the run's scheme (by default; `accuracy_schemes` widens it, e.g. fp32,w8a8,8da4w),
+then each artifact is scored by `accuracy.eval_artifact` against its eager fp32 model."""
 from __future__ import annotations
 
 import sys
@@ -31,8 +31,8 @@ def plan_accuracy(cfg) -> tuple[list, list[dict]]:
                 missing.append({"artifact": f"{name} {b}", "backend": b, "scheme": "all", "variant": args.variant,
                                 "reason": f"accuracy not evaluated: {why}"})
                 continue
-            quant, _ = scheme_for(backend, cfg.quant)
-            for scheme in dict.fromkeys(s for s in ("fp32", quant, "8da4w") if s in backend.schemes):
+            wanted = [scheme_for(backend, s)[0] if s == cfg.quant else s for s in cfg.accuracy_schemes]
+            for scheme in dict.fromkeys(s for s in wanted if s in backend.schemes):
                 jobs.append(Job("accuracy", b, scheme, args, checkpoint=ckpt, max_seq_len=args.context_len))
     return jobs, missing
 

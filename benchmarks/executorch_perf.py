@@ -51,7 +51,8 @@ def main():
     args = ap.parse_args()
     from mobilellm.cli import main as cli
     rc = cli(["run", "--models", args.model, "--backends", "executorch", "--quant", "w8a8", "--out", str(args.out),
-              "--iters", str(args.iters), "--threads", str(args.threads), "--prompt-len", "128", "--cold-runs", "2"])
+              "--iters", str(args.iters), "--threads", str(args.threads), "--prompt-len", "128", "--cold-runs", "2",
+              "--accuracy", "none"])
     if rc:
         raise SystemExit(rc)
     bw = read_bandwidth_gbs(args.threads)

@@ -28,6 +28,7 @@ class RunConfig:
     workers: int = 2
     # Trained presets scored on their held-out text (latency uses `models`, accuracy needs real weights).
     accuracy: tuple[str, ...] = ("tiny", "tiny-LS")
+    accuracy_schemes: tuple[str, ...] = ("w8a8",)  # `quant` maps to each backend's own W8A8
 
 
 @dataclass

@@ -47,7 +47,7 @@ def test_run_is_resumable(run_dir, cli):
 def test_run_reports_accuracy_of_the_trained_presets(tmp_path, cli):
     """Latency on the random-weight architecture, accuracy on the trained presets, one report."""
     p = cli("run", "--models", "tiny-random", "--backends", "onnx,coreml", "--variants", "base", "--max-seq-len", "64",
-            "--iters", "2", "--cold-runs", "1", "--warmup", "0", "--accuracy", "tiny,tiny-LS", "--out", tmp_path,
+            "--iters", "2", "--cold-runs", "1", "--warmup", "0", "--accuracy", "tiny,tiny-LS", "--accuracy-schemes", "fp32,w8a8", "--out", tmp_path,
             timeout=900)
     recs = schema.load(tmp_path / "results.json")
     ppl = {(r["model"], r["backend"], r["scheme"]): r["value"] for r in recs if r["metric"] == "perplexity"}
@@ -125,3 +125,14 @@ def test_results_of_another_schema(tmp_path, doc, msg):
 @pytest.mark.parametrize("golden", ["android_demo/golden/results.json", "ios_demo/golden/results.example.json"])
 def test_phone_golden_results_validate(golden):
     assert schema.load(ROOT / golden)
+
+
+@pytest.mark.parametrize("flags,msg", [
+    (["--variants", "base,wide"], "unknown variant(s) ['wide']; valid: base, shared, deep"),
+    (["--backends", "tflite"], "unknown backend 'tflite'; valid: "),
+    (["--accuracy", "125M"], "--accuracy: ['125M'] are not trained presets; valid: tiny, tiny-LS, or none"),
+    (["--accuracy-schemes", "int3"], "--accuracy-schemes: unknown scheme(s) ['int3']; valid: fp32"),
+])
+def test_run_bad_input(cli, tmp_path, flags, msg):
+    p = cli("run", "--out", tmp_path, *flags, check_rc=2)
+    assert msg in p.stderr and "Traceback" not in p.stderr

@@ -21,6 +21,9 @@ def add_arguments(p):
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--accuracy", default="tiny,tiny-LS",
                    help="trained presets scored on held-out text (perplexity, top-1, KL vs fp32); 'none' to skip")
+    p.add_argument("--accuracy-schemes", default=None,
+                   help="schemes exported for the accuracy half (default: --quant); e.g. fp32,w8a8,8da4w; "
+                        "a backend without a scheme skips it")
     p.add_argument("--workers", type=int, default=2, help="exports run in parallel (lowering is single-threaded)")
 
 
@@ -53,8 +56,13 @@ def main(ns):
     bad = [a for a in accuracy if a not in TRAINED]
     if bad:
         raise UserError(f"--accuracy: {bad} are not trained presets; valid: {', '.join(TRAINED)}, or none")
+    from mobilellm.export.base import SCHEME_HELP
+    acc_schemes = _names(ns.accuracy_schemes) if ns.accuracy_schemes else (ns.quant,)
+    bad = [s for s in acc_schemes if s not in SCHEME_HELP]
+    if bad:
+        raise UserError(f"--accuracy-schemes: unknown scheme(s) {bad}; valid: {', '.join(SCHEME_HELP)}")
     cfg = RunConfig(models=models, backends=backends, quant=ns.quant, max_seq_len=ns.max_seq_len, out=ns.out,
                     seed=ns.seed, checkpoint=ns.checkpoint, variants=variants,
-                    workers=ns.workers, accuracy=accuracy)
+                    workers=ns.workers, accuracy=accuracy, accuracy_schemes=acc_schemes)
     run(cfg, bench_cfg)
     return 0
