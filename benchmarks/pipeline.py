@@ -124,6 +124,16 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     return job
 
 
+def _init_worker(threads: int) -> None:
+    """Before the worker imports torch: lowering is single-threaded Python, so N workers on N
+    cores each get one compute thread (two threads each made every worker wait on the other);
+    and workers report through the parent's bar, not coremltools' per-pass bars."""
+    import os
+    os.environ["TQDM_DISABLE"] = "1"  # read by tqdm at import
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
 def _export_worker(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     from mobilellm.logs import quiet
     quiet()
@@ -134,10 +144,12 @@ def export_all(jobs: list[Job], cfg: RunConfig, art_dir: Path, workers: int) -> 
     """Lowering is single-threaded Python: on N cores, N exports at once (longest first)."""
     import concurrent.futures as cf
     import multiprocessing as mp
+    import os
     from tqdm import tqdm
     todo = sorted((j for j in jobs if j.status == "pending"), key=lambda j: -j.args.param_count() * j.args.repeat)
     bar = tqdm(total=len(todo), desc="export + verify", unit="artifact", file=sys.stderr)
-    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn")) as pool:
+    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
+                                initializer=_init_worker, initargs=(max(1, (os.cpu_count() or 1) // max(1, workers)),)) as pool:
         futures = {pool.submit(_export_worker, j, cfg, art_dir): j for j in todo}
         for fut in cf.as_completed(futures):
             job = futures[fut]

@@ -69,6 +69,7 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
             else:
                 manifest[k] = v
         manifest["export_seconds"] = round(time.perf_counter() - t0, 1)
+        manifest["export_step_seconds"] = {k: round(v, 1) for k, v in steps.times.items()}  # where the time went
         manifest["sizes"] = {"file_bytes": size_bytes(tmp), **manifest.get("sizes", {})}
         sz = manifest["sizes"]
         if "embedding_bytes" in sz and "output_head_bytes" in sz and sz.get("embedding_stored_twice"):
