@@ -156,7 +156,7 @@ def train(cfg: TrainConfig, out: Path, force: bool = False, stop_after: int | No
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             step += 1
-            row = [step, float(loss)]
+            row = [step, loss.item()]
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 model.eval()
                 with torch.no_grad():
