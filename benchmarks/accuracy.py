@@ -63,9 +63,11 @@ class Scores:
     def add(self, got: np.ndarray, ref: np.ndarray, targets: np.ndarray) -> None:
         if not np.all(np.isfinite(got)):
             raise UserError("the artifact produced non-finite logits")
-        lg, lr = log_softmax(got), log_softmax(ref)
+        self.add_log_probs(log_softmax(got), log_softmax(ref), targets)
+
+    def add_log_probs(self, lg: np.ndarray, lr: np.ndarray, targets: np.ndarray) -> None:
         self.nll += float(-lg[np.arange(len(targets)), targets].sum())
-        self.agree += int((got.argmax(-1) == ref.argmax(-1)).sum())
+        self.agree += int((lg.argmax(-1) == lr.argmax(-1)).sum())
         self.kl += float((np.exp(lr) * (lr - lg)).sum())
         self.tokens += len(targets)
 
@@ -78,14 +80,26 @@ def evaluate(session, reference, wins: list[list[int]], chunk: int, on_window=No
     """(artifact metrics, eager fp32 metrics); the reference's own agreement/KL are 1 and 0."""
     art, ref = Scores(), Scores()
     for w in wins:
-        r = reference.forward(w, 0)[:-1]
         g = run_window(session, w, chunk)[:-1]
+        if not np.all(np.isfinite(g)):
+            raise UserError("the artifact produced non-finite logits")
+        lg, lr = log_softmax(g), log_softmax(reference.forward(w, 0)[:-1])  # each once per window
         targets = np.asarray(w[1:])
-        art.add(g, r, targets)
-        ref.add(r, r, targets)
+        art.add_log_probs(lg, lr, targets)
+        ref.add_log_probs(lr, lr, targets)
         if on_window:
             on_window(art)
     return art.metrics(), ref.metrics()
+
+
+def merge_records(records: list[dict], seen: set, new: list[dict]) -> None:
+    """Append `new` to `records`, keeping one eager fp32 row per model, metric and text however
+    many artifacts of that model were scored."""
+    for r in new:
+        key = (r["backend"], r["model"], r["variant"], r["metric"], r["settings"]["text_sha256"], r.get("artifact"))
+        if key not in seen:
+            seen.add(key)
+            records.append(r)
 
 
 def text_settings(text: str, path: Path, cfg: EvalConfig, wins: list[list[int]], tokenizer: Path, chunk: int) -> dict:
@@ -101,7 +115,7 @@ def eval_artifact(path: Path, cfg: EvalConfig, text: Path | None = None, tokeniz
     from mobilellm.benchmarks.bench import base_fields, missing_record
     from mobilellm.export.base import get_backend
     from mobilellm.manifest import read_manifest
-    from mobilellm.models.checkpoint import checkpoint_of
+    from mobilellm.models.checkpoint import checkpoint_of, model_from_manifest
     from mobilellm.models.generate import EagerRunner
     from mobilellm.models.tokenizer import Tokenizer
     from mobilellm.train.data import read_text
@@ -129,7 +143,7 @@ def eval_artifact(path: Path, cfg: EvalConfig, text: Path | None = None, tokeniz
     body = read_text(text_path)
     window = min(cfg.window, manifest["max_seq_len"])
     wins = windows(tok.encode(body, bos=False), tok.bos_id, window, cfg.max_tokens)
-    reference = EagerRunner(_reference(manifest, ckpt, window))
+    reference = EagerRunner(model_from_manifest(manifest, max_seq_len=window, checkpoint=checkpoint))
     session = backend.open(Path(path), manifest)
     session.load()
     session.init()
@@ -153,9 +167,3 @@ def eval_artifact(path: Path, cfg: EvalConfig, text: Path | None = None, tokeniz
           f"KL {got['kl_divergence']:.5f} nats over {settings['scored_tokens']} tokens")
     return out, []
 
-
-def _reference(manifest, ckpt, max_seq_len):
-    from mobilellm.models.checkpoint import load_model, model_from_manifest
-    if ckpt is not None and ckpt.is_dir():
-        return load_model(ckpt, max_seq_len=max_seq_len, repeat=manifest["model"]["repeat"])
-    return model_from_manifest(manifest, max_seq_len=max_seq_len)

@@ -40,7 +40,7 @@ def plan_accuracy(cfg) -> tuple[list, list[dict]]:
 def eval_all(jobs: list, threads: int) -> tuple[list[dict], list[dict]]:
     from tqdm import tqdm
 
-    from mobilellm.benchmarks.accuracy import EvalConfig, eval_artifact
+    from mobilellm.benchmarks.accuracy import EvalConfig, eval_artifact, merge_records
     from mobilellm.errors import UserError
     cfg = EvalConfig(threads=threads)
     records, missing, seen = [], [], set()
@@ -51,10 +51,6 @@ def eval_all(jobs: list, threads: int) -> tuple[list[dict], list[dict]]:
             missing.append({"artifact": job.path.name, "backend": job.backend, "scheme": job.scheme,
                             "variant": job.args.variant, "reason": f"eval failed: {e}"})
             continue
-        for r in recs:  # one eager fp32 row per model, however many artifacts share it
-            key = (r["backend"], r["model"], r["variant"], r["metric"], r.get("artifact"))
-            if key not in seen:
-                seen.add(key)
-                records.append(r)
+        merge_records(records, seen, recs)
         missing += miss
     return records, missing

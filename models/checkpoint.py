@@ -123,14 +123,16 @@ def checkpoint_of(manifest: dict) -> Path | None:
     return Path(w[len("checkpoint "):]) if w.startswith("checkpoint ") else None
 
 
-def model_from_manifest(manifest: dict, max_seq_len: int | None = None, kv_kind: str = "eager") -> MobileLLM:
+def model_from_manifest(manifest: dict, max_seq_len: int | None = None, kv_kind: str = "eager",
+                        checkpoint: Path | None = None) -> MobileLLM:
     """The eager fp32 model an artifact was exported from, rebuilt from its manifest: the same
-    checkpoint (at the artifact's repeat) or the same seeded random weights."""
+    checkpoint (at the artifact's repeat; `checkpoint` names it when it moved) or the same
+    seeded random weights."""
     from mobilellm.models.model import build, random_weights_label
     mm = manifest["model"]
     args = ModelArgs(**{k: v for k, v in mm["args"].items() if k in ModelArgs.__dataclass_fields__})
     weights = mm.get("weights", "")
-    ckpt = checkpoint_of(manifest)
+    ckpt = checkpoint or checkpoint_of(manifest)
     if ckpt is not None:
         if not ckpt.is_dir():
             raise UserError(f"the artifact was exported from checkpoint {ckpt}, which is not here; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -107,7 +108,10 @@ def train(cfg: TrainConfig, out: Path, force: bool = False, stop_after: int | No
         for name in (STATE, REPORT, "tokenizer.model", "config.json", "model.safetensors"):
             remove_path(out / name)
     if (out / REPORT).is_file() and not (out / STATE).is_file():
-        done = json.loads((out / REPORT).read_text())
+        try:
+            done = json.loads((out / REPORT).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{out / REPORT} is not a training report ({e}); pass --force to start over") from None
         if done.get("settings_hash") == cfg.settings_hash():
             log(f"{out} already holds this training run (same settings); --force retrains")
             return done
@@ -121,8 +125,12 @@ def train(cfg: TrainConfig, out: Path, force: bool = False, stop_after: int | No
     opt = _optimizer(model, cfg)
     step, curve, elapsed = 0, [], 0.0
     if (out / STATE).is_file():
-        state = torch.load(out / STATE, map_location="cpu", weights_only=True)
-        if state.get("settings_hash") != cfg.settings_hash():
+        try:
+            state = torch.load(out / STATE, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+            raise UserError(f"{out / STATE} is not a readable training state ({str(e).splitlines()[0]}); "
+                            f"pass --force to start over") from None
+        if not isinstance(state, dict) or state.get("settings_hash") != cfg.settings_hash():
             raise UserError(f"{out / STATE} was saved by a run with other settings; pass --force to start over")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])

@@ -22,19 +22,15 @@ def add_arguments(p):
 
 def main(ns):
     from mobilellm.benchmarks import schema
-    from mobilellm.benchmarks.accuracy import EvalConfig, eval_artifact
+    from mobilellm.benchmarks.accuracy import EvalConfig, eval_artifact, merge_records
     from mobilellm.benchmarks.measure import set_threads
     cfg = EvalConfig(window=ns.window, chunk=ns.chunk, max_tokens=ns.max_tokens, threads=ns.threads)
     set_threads(cfg.threads)
-    records, missing, refs = [], [], set()
+    records, missing, seen = [], [], set()
     try:
         for path in ns.artifacts:
             recs, miss = eval_artifact(path, cfg, text=ns.text, tokenizer=ns.tokenizer, checkpoint=ns.checkpoint)
-            for r in recs:  # one eager fp32 row per model and text, however many artifacts share it
-                key = (r["backend"], r["model"], r["variant"], r["metric"], r["settings"]["text_sha256"])
-                if r["backend"] != "eager" or key not in refs:
-                    records.append(r)
-                    refs.add(key)
+            merge_records(records, seen, recs)
             missing += miss
     finally:  # a failure keeps every finished record
         if records or missing:

@@ -22,12 +22,11 @@ def add_arguments(p):
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write (resumed if interrupted)")
     p.add_argument("--force", action="store_true", help="start over even if --out holds a run")
     for f in dataclasses.fields(TrainConfig):
-        default = f.default
-        kind = str if isinstance(default, tuple) else type(default)
-        shown = ",".join(default) if isinstance(default, tuple) else default
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", type=kind, default=None,
-                       metavar=f.name.upper() if kind is not str else "LIST" if isinstance(default, tuple) else "NAME",
-                       help=f"{_HELP.get(f.name, f.name.replace('_', ' '))} (default {shown})")
+        listed = isinstance(f.default, tuple)  # e.g. sources: given comma-separated
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f"cfg_{f.name}", type=str if listed else type(f.default),
+                       default=None, metavar="LIST" if listed else f.name.upper(),
+                       help=f"{_HELP.get(f.name, f.name.replace('_', ' '))} "
+                            f"(default {','.join(f.default) if listed else f.default})")
 
 
 def config_from(ns):
