@@ -83,14 +83,23 @@ def plan(cfg: RunConfig) -> list[Job]:
     return jobs
 
 
+def job_checkpoint(job: Job, cfg: RunConfig) -> Path | None:
+    """Whose weights a job exports: its own (accuracy), the run's (not for the 2N-layer control), or none."""
+    return job.checkpoint or (cfg.checkpoint if job.variant != "deep" else None)
+
+
+def missing_row(job: Job) -> dict:
+    return {"artifact": f"{job.args.name} {job.backend}", "backend": job.backend, "scheme": job.scheme,
+            "variant": job.args.variant, "reason": f"{job.status}: {job.note}"}
+
+
 def build_model(job: Job, cfg: RunConfig):
     from mobilellm.models.checkpoint import checkpoint_label, load_model
     from mobilellm.models.model import build, random_weights_label
-    if job.checkpoint is not None:
-        return load_model(job.checkpoint, max_seq_len=job.max_seq_len), checkpoint_label(job.checkpoint)
-    if cfg.checkpoint and job.variant != "deep":
-        return load_model(cfg.checkpoint, max_seq_len=cfg.max_seq_len, repeat=job.args.repeat), \
-            checkpoint_label(cfg.checkpoint)
+    ckpt = job_checkpoint(job, cfg)
+    if ckpt is not None:
+        return load_model(ckpt, max_seq_len=job.max_seq_len or cfg.max_seq_len, repeat=job.args.repeat), \
+            checkpoint_label(ckpt)
     note = " (no checkpoint for the 2N-layer control)" if cfg.checkpoint else ""
     return build(job.args, seed=cfg.seed, max_seq_len=cfg.max_seq_len), random_weights_label(cfg.seed) + note
 
@@ -101,7 +110,7 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     from mobilellm.manifest import read_manifest, settings_hash
     backend = get_backend(job.backend)
     from mobilellm.models.tokenizer import tokenizer_file
-    ckpt = job.checkpoint or (cfg.checkpoint if job.variant != "deep" else None)
+    ckpt = job_checkpoint(job, cfg)
     ecfg = ExportConfig(quant=job.scheme, max_seq_len=job.max_seq_len or cfg.max_seq_len,
                         quantize_embedding=job.backend == "executorch" and job.scheme != "fp32",
                         tokenizer=tokenizer_file(ckpt) if ckpt else None)
@@ -187,10 +196,7 @@ def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
     ok = [j for j in jobs if j.path is not None and j.status in ("exported", "reused")]
     records, missing = [], []
     results = out / "results.json"
-    for job in jobs:
-        if job.path is None:
-            missing.append({"artifact": f"{job.args.name} {job.backend}", "backend": job.backend,
-                            "scheme": job.scheme, "variant": job.args.variant, "reason": f"{job.status}: {job.note}"})
+    missing += [missing_row(j) for j in jobs if j.path is None]
     try:
         for job in tqdm(ok, desc="benchmark", unit="artifact", file=sys.stderr):
             recs, miss = bench([job.path], bench_cfg)
@@ -199,9 +205,7 @@ def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
             schema.save(results, records, missing)  # every finished record survives a later failure
         acc_records, acc_miss = eval_all(acc_jobs, bench_cfg.threads)
         records += acc_records
-        missing += acc_missing + acc_miss + [
-            {"artifact": f"{j.args.name} {j.backend}", "backend": j.backend, "scheme": j.scheme,
-             "variant": j.args.variant, "reason": f"{j.status}: {j.note}"} for j in acc_jobs if j.path is None]
+        missing += acc_missing + acc_miss + [missing_row(j) for j in acc_jobs if j.path is None]
     finally:
         schema.save(results, records, missing)
     notes = [f"latency: {weights}" + (" — latency does not depend on weight values" if not cfg.checkpoint else ""),
