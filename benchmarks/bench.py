@@ -95,7 +95,8 @@ def records_for(path: Path, manifest: dict, raw: dict, threads: int) -> list[dic
     for m in MEMORY:
         if raw.get(m):
             add(m, np.median(raw[m]), "median", len(raw[m]))
-    add("size_mb", size_bytes(path) / 1e6, "single", 1)
+    data = Path(path).with_name(manifest["data_file"]) if (manifest or {}).get("data_file") else None
+    add("size_mb", (size_bytes(path) + (size_bytes(data) if data and data.exists() else 0)) / 1e6, "single", 1)
     add("kv_cache_mb", kv_cache_bytes(manifest) / 1e6, "single", 1)
     return out
 

@@ -37,6 +37,7 @@ class ExportConfig:
     quantize_embedding: bool = False
     calibration: Path | None = None
     tokenizer: Path | None = None  # for text calibration; recorded in the manifest
+    external_weights: bool = False  # weights in <name>.ptd beside the program (backends with extra["external_weights"])
 
 
 class Session:

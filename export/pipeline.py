@@ -20,7 +20,8 @@ from mobilellm.progress import Steps
 
 def artifact_name(model, backend: Backend, cfg: ExportConfig) -> str:
     emb = "-emb8" if cfg.quantize_embedding else ""
-    return f"{model.args.name}_{cfg.quant}{emb}_{backend.name}{backend.suffix}"
+    ext = "-ptd" if cfg.external_weights else ""
+    return f"{model.args.name}_{cfg.quant}{emb}{ext}_{backend.name}{backend.suffix}"
 
 
 def export_settings(model, weights: str, backend: Backend, cfg: ExportConfig) -> dict:
@@ -47,6 +48,9 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
         raise UserError(f"--max-seq-len {cfg.max_seq_len} exceeds the model's context of {args.context_len} tokens")
     if cfg.max_seq_len < V.PROMPT_LEN + V.DECODE_STEPS:
         raise UserError(f"--max-seq-len must be at least {V.PROMPT_LEN + V.DECODE_STEPS}, got {cfg.max_seq_len}")
+    if cfg.external_weights and not backend.extra.get("external_weights"):
+        raise UserError(f"--external-weights (ExecuTorch program-data separation, a .ptd beside the .pte) is for the "
+                        f"executorch backend; {backend.name} keeps its weights inside its own artifact")
     out = Path(out_dir) / (name or artifact_name(model, backend, cfg))
     check_output(out, force)
     steps = Steps(out.name, quiet)
@@ -59,8 +63,11 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
         "settings_hash": settings_hash(export_settings(model, weights, backend, cfg)),
     }
     t0 = time.perf_counter()
-    with atomic_path(out) as tmp:
+    with atomic_path(out) as tmp, _staged_data(out) as data:
         info = backend.export(model, cfg, tmp, steps) or {}
+        data.staged = info.pop("data_file", None)  # weights beside the program, published with it
+        if data.staged:
+            manifest["data_file"] = data.final.name
         quant_ref = info.pop("quantized_reference", None)
         companions = info.pop("companions", [])  # files a backend writes beside the artifact (ONNX's .ort)
         for k, v in info.items():  # backend facts: delegation, sizes, io contract, ...
@@ -70,11 +77,15 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
                 manifest[k] = v
         manifest["export_seconds"] = round(time.perf_counter() - t0, 1)
         manifest["export_step_seconds"] = {k: round(v, 1) for k, v in steps.times.items()}  # where the time went
-        manifest["sizes"] = {"file_bytes": size_bytes(tmp), **manifest.get("sizes", {})}
+        manifest["sizes"] = {"file_bytes": size_bytes(tmp) + (size_bytes(data.staged) if data.staged else 0),
+                             **manifest.get("sizes", {})}
         sz = manifest["sizes"]
-        if "embedding_bytes" in sz and "output_head_bytes" in sz and sz.get("embedding_stored_twice"):
-            sz["blocks_and_other_bytes"] = sz["file_bytes"] - sz["embedding_bytes"] - sz["output_head_bytes"]
+        if "embedding_bytes" in sz and "output_head_bytes" in sz:
+            sz["blocks_and_other_bytes"] = sz["file_bytes"] - sz["embedding_bytes"] - (
+                sz["output_head_bytes"] if sz.get("embedding_stored_twice") else 0)
         manifest["sha256"] = sha256(tmp)
+        if data.staged:
+            manifest["data_file_sha256"] = sha256(data.staged)
         manifest["tools"] = tool_versions()
         manifest["verification"] = {"skipped": "--no-verify"} if not verify else None
         if verify:
@@ -86,13 +97,38 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
                 failed = out.with_name(out.name + ".failed")
                 remove_path(failed)
                 os.replace(tmp, failed)
+                data.publish(data.final.with_name(data.final.name + ".failed"))
                 write_manifest(failed, manifest)
                 raise VerificationError(f"{e}; the artifact is kept as {failed} with the report in "
                                         f"{manifest_path(failed).name}") from None
+        data.publish(data.final)  # the program's weights land before the program
         for comp in companions:  # each verified by its backend; published, with its manifest, before the artifact
             _publish_companion(out.with_suffix(comp["suffix"]), Path(comp["path"]), {**manifest, **comp["manifest"]})
         write_manifest(out, manifest)  # the manifest lands first; the artifact appears last
     return out, manifest
+
+
+class _staged_data:
+    """A backend's data file (ExecuTorch's .ptd) staged beside the temporary program: published under
+    its final name before the program, or removed if the export stops."""
+
+    def __init__(self, out: Path):
+        from mobilellm.export.ptd import data_path
+        self.final, self.staged = data_path(out), None
+
+    def __enter__(self):
+        return self
+
+    def publish(self, final: Path) -> None:
+        if self.staged:
+            remove_path(final)
+            os.replace(self.staged, final)
+            self.staged = None
+
+    def __exit__(self, *exc):
+        if self.staged:
+            remove_path(Path(self.staged))
+        return False
 
 
 def _publish_companion(final: Path, staged: Path, manifest: dict) -> None:

@@ -7,6 +7,8 @@ run twice sees two different inputs and so writes two different keys/values per 
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -119,6 +121,7 @@ class MobileLLM(nn.Module):
         if self.max_seq_len > args.context_len:
             raise ValueError(f"max_seq_len {self.max_seq_len} exceeds the model context {args.context_len}")
         self.batch = batch
+        self.block_schedule = args.schedule  # which stored block each executed step runs
         self.set_kv(kv_kind)
 
     def set_kv(self, kind: str) -> "MobileLLM":
@@ -150,12 +153,22 @@ class MobileLLM(nn.Module):
         # one unbacked symbol for the whole graph keeps torch.export and lowering linear in depth.
         start = start_position(input_pos, T, self.max_seq_len) if self.kv[0].uses_start else None
         h = self.model.embed_tokens(tokens)  # [B, T, dim]
-        for i, layer in enumerate(self.args.schedule):  # immediate repeat: L0,L0,L1,L1,...
+        for i, layer in enumerate(self.block_schedule):  # immediate repeat: L0,L0,L1,L1,...
             h = self.model.layers[layer](h, cos, sin, self.rope_rot, input_pos, start, self.kv[i])
         h = self.model.norm(h)
         if self.args.share_embedding and "lm_head" not in self._modules:
             return F.linear(h, self.output_weight())  # [B, T, vocab]
         return self.lm_head(h)
+
+    def unshare_blocks(self) -> "MobileLLM":
+        """For an export copy going to a backend that lowers in partitions (XNNPACK): one Block per executed
+        step, a repeat being a deep copy with identical values. ExecuTorch would otherwise copy every shared
+        constant into each partition that uses it, one whole-graph pass per constant (+30% lowering time at
+        125M LS). The bytes are the same either way: the delegate's data store keeps identical tensors once."""
+        if len(set(self.block_schedule)) < len(self.block_schedule):
+            self.model.layers = nn.ModuleList(copy.deepcopy(self.model.layers[j]) for j in self.block_schedule)
+            self.block_schedule = list(range(len(self.model.layers)))
+        return self
 
     def tie_output_module(self) -> "MobileLLM":
         """Give the shared output projection its own nn.Linear holding the *same* Parameter as the

@@ -34,10 +34,11 @@ def llm_metadata(args, max_seq_len: int) -> dict:
 def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from mobilellm.export import ptd
     from mobilellm.quant import executorch as Q
 
     args, msl = model.args, cfg.max_seq_len
-    em = copy.deepcopy(model).set_kv("custom").tie_output_module().eval().requires_grad_(False)
+    em = copy.deepcopy(model).set_kv("custom").tie_output_module().unshare_blocks().eval().requires_grad_(False)
     quant: dict = {}
     with steps.step(f"quantize ({cfg.quant}{' + int8 embedding' if cfg.quantize_embedding else ''})"):
         quant = Q.quantize_eager(em, cfg.quant, cfg.group_size, cfg.quantize_embedding)
@@ -54,19 +55,31 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
             quant["calibration"] = source
             quant_ref = GraphRunner(gm, msl, args.vocab_size)
             ep = torch.export.export(gm, example, dynamic_shapes=dyn, strict=False)
-    with steps.step("lower to XNNPACK"):
+    if cfg.external_weights:
+        ptd.tag_weights(ep)
+    from mobilellm.export.xnnpack_passes import skip_unused_passes
+    with steps.step("lower to XNNPACK"), skip_unused_passes(ep) as skipped:
         edge = to_edge_transform_and_lower(
             ep, partitioner=[XnnpackPartitioner()], constant_methods=llm_metadata(args, msl),
             compile_config=EdgeCompileConfig(_check_ir_validity=False))
         delegation = delegation_report(edge.exported_program().graph_module)
+        delegation["xnnpack_passes_skipped"] = skipped  # rewrite ops absent from this graph
     with steps.step("serialize"):
         prog = edge.to_executorch(ExecutorchBackendConfig(
-            extract_delegate_segments=True, do_quant_fusion_and_const_prop=cfg.quantize_embedding))
+            extract_delegate_segments=True, do_quant_fusion_and_const_prop=cfg.quantize_embedding,
+            external_constants=ptd.external_constant_tag if cfg.external_weights else False))
         with open(out, "wb") as f:
             prog.write_to_file(f)
-    return {"quant": quant, "delegation": delegation, "io": io_contract(args, msl),
-            "sizes": weight_bytes(args, cfg), "runtime": {"name": "executorch", "method": "forward"},
-            "quantized_reference": quant_ref}
+        sizes = weight_bytes(args, cfg)
+        if cfg.external_weights:  # the data file is written before the program that names it
+            data = ptd.write_data(prog, out)
+            storage = ptd.storage_report(data, sizes["embedding_bytes"] - 4 * args.vocab_size
+                                         if cfg.quantize_embedding else sizes["embedding_bytes"])
+            sizes.update(data_file_bytes=data.stat().st_size, embedding_stored_twice=not storage["embedding_shared_with_head"],
+                         data_file_storage=storage)
+    return {"quant": quant, "delegation": delegation, "io": io_contract(args, msl), "sizes": sizes,
+            "runtime": {"name": "executorch", "method": "forward"}, "quantized_reference": quant_ref,
+            **({"data_file": ptd.data_path(out)} if cfg.external_weights else {})}
 
 
 def io_contract(args, msl: int) -> dict:
@@ -80,7 +93,8 @@ def io_contract(args, msl: int) -> dict:
 
 def weight_bytes(args, cfg: ExportConfig) -> dict:
     """Bytes of the embedding table and the output head as stored (the head is the same matrix:
-    XNNPACK holds it for the output GEMM, the gather table sits outside the delegate)."""
+    XNNPACK holds it for the output GEMM, the gather table sits outside the delegate; in one .pte both
+    copies stay, with --external-weights the data file may keep one: see export/ptd.py)."""
     table = args.vocab_size * args.dim
     emb = table + 4 * args.vocab_size if cfg.quantize_embedding else 4 * table
     head = {"fp32": 4 * table, "w8a8": table + 4 * args.vocab_size, "w8a8-static": table + 4 * args.vocab_size,
@@ -130,6 +144,9 @@ class ExecuTorchSession(Session):
             self.runtime_options["xnnpack_weight_cache_note"] = why
         self.path = Path(path)
         m = manifest or {}
+        from mobilellm.export.ptd import data_path
+        # weights in <stem>.ptd (--external-weights): named by the manifest, or found beside a bare .pte
+        self.data_path = data_path(self.path) if m.get("data_file") or (not m and data_path(self.path).is_file()) else None
         self.max_seq_len = m.get("max_seq_len")
         self.vocab_size = (m.get("model") or {}).get("args", {}).get("vocab_size")
         self.program = self.method = None
@@ -137,10 +154,13 @@ class ExecuTorchSession(Session):
     def load(self):
         if not self.path.is_file():
             raise UserError(f"{self.path} does not exist")
+        if self.data_path and not self.data_path.is_file():
+            raise UserError(f"{self.path} keeps its weights in {self.data_path.name}, which is missing")
         try:
-            self.program = self.runtime.load_program(self.path)
+            self.program = self.runtime.load_program(self.path, data_path=self.data_path)
         except (RuntimeError, ValueError) as e:
-            raise UserError(f"{self.path} is not a loadable ExecuTorch program (corrupt or truncated?): {e}") from None
+            extra = f" with its weights file {self.data_path.name}" if self.data_path else ""
+            raise UserError(f"{self.path}{extra} is not a loadable ExecuTorch program (corrupt or truncated?): {e}") from None
 
     def init(self):
         try:
@@ -169,5 +189,5 @@ class ExecuTorchSession(Session):
 register(Backend(
     name="executorch", suffix=".pte", schemes=SCHEMES,
     summary="ExecuTorch .pte, XNNPACK delegate (Android/iOS CPU), llama custom SDPA + KV-cache ops",
-    export=export_model, open=ExecuTorchSession,
+    export=export_model, open=ExecuTorchSession, extra={"external_weights": True},
 ))

@@ -3,6 +3,7 @@ matches eager PyTorch; sharing costs no bytes; ExecuTorch's own LLM runner gener
 Each artifact is exported once per module (exports dominate the suite's time)."""
 import shutil
 
+import numpy as np
 import pytest
 
 from mobilellm.errors import UserError, VerificationError
@@ -21,9 +22,9 @@ ET = get_backend("executorch")
 WIDE = dict(dim=512, n_heads=8, n_kv_heads=2, head_dim=64, ffn_hidden=1536)
 
 
-def _export(out, scheme, repeat=1, emb=False, wide=False, **kw):
+def _export(out, scheme, repeat=1, emb=False, wide=False, external=False, **kw):
     model = build(from_name("tiny-random", repeat=repeat, **(WIDE if wide else {})), seed=0, max_seq_len=MSL)
-    cfg = ExportConfig(quant=scheme, max_seq_len=MSL, group_size=32, quantize_embedding=emb)
+    cfg = ExportConfig(quant=scheme, max_seq_len=MSL, group_size=32, quantize_embedding=emb, external_weights=external)
     return export_artifact(model, "random (seed 0)", ET, cfg, out, quiet=True, **kw)
 
 
@@ -133,11 +134,18 @@ def test_cli_export_summary_and_generate(ckpt_pte, cli):
     assert g.stdout.startswith("import") and "tokens/s" in g.stderr
 
 
+def _register_llm_kernels():
+    """In this process, as a runner app links them: the llama:: and int8-embedding kernels."""
+    import executorch.kernels.quantized  # noqa: F401
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
+
+
 def test_text_llm_runner_generates(ckpt_pte, tiny_ckpt):
     """ExecuTorch's C++ LLM runner (what LlmModule / TextRunner wrap) drives our .pte and picks the
     same greedy tokens as our own runtime session over the same file."""
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
     from mobilellm.models.generate import generate
+    _register_llm_kernels()
     from mobilellm.models.tokenizer import Tokenizer
     pte, _ = ckpt_pte
     pieces = []
@@ -153,6 +161,24 @@ def test_text_llm_runner_generates(ckpt_pte, tiny_ckpt):
     assert "".join(pieces).strip() == tok.decode(want).strip()
 
 
+def test_text_llm_runner_with_weights_file(ckpt_pte, tiny_ckpt, tmp_path, cli):
+    """The .pte + .ptd pair through ExecuTorch's LLM runner with its data path (Android LlmModule's
+    dataPath): the same greedy text as the single-file program."""
+    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+    _register_llm_kernels()
+    cli("export", "--checkpoint", tiny_ckpt, "--quant", "w8a8", "--quantize-embedding", "--external-weights",
+        "--max-seq-len", MSL, "--out", tmp_path)
+    pte = tmp_path / "tiny_w8a8-emb8-ptd_executorch.pte"
+    texts = []
+    for args in ((str(ckpt_pte[0]), str(tiny_ckpt / "tokenizer.model")),
+                 (str(pte), str(tiny_ckpt / "tokenizer.model"), str(pte.with_suffix(".ptd")))):
+        pieces = []
+        TextLLMRunner(*args).generate("def main", GenerationConfig(max_new_tokens=12, temperature=0.0, echo=False,
+                                                                   num_bos=1), token_callback=pieces.append)
+        texts.append("".join(pieces))
+    assert len(texts[0]) > 10 and texts[1] == texts[0]
+
+
 def test_refuses_existing_output_and_keeps_failed(tmp_path, fp32_ls, monkeypatch):
     from mobilellm.export import verify as V
     shutil.copy(fp32_ls[0], tmp_path / fp32_ls[0].name)
@@ -165,6 +191,62 @@ def test_refuses_existing_output_and_keeps_failed(tmp_path, fp32_ls, monkeypatch
     failed = tmp_path / "tiny-random_w8a8_executorch.pte.failed"
     assert failed.is_file() and read_manifest(failed)["verification"]["passed"] is False
     assert not list(tmp_path.glob(".partial-*"))
+
+
+def test_external_weights_store_the_shared_matrix_once(tmp_path, w8a8_pair):
+    """--external-weights: program + <stem>.ptd; the int8 gather table and the output head's weight
+    are the same bytes, kept once by ExecuTorch's named data store; the pair verifies and runs."""
+    (plain, mp), _ = w8a8_pair
+    pte, m = _export(tmp_path, "w8a8", emb=True, wide=True, external=True)
+    ptd = tmp_path / "tiny-random_w8a8-emb8-ptd_executorch.ptd"
+    assert pte.name == "tiny-random_w8a8-emb8-ptd_executorch.pte" and m["data_file"] == ptd.name and ptd.is_file()
+    _check_verified(m, "w8a8")
+    sz = m["sizes"]
+    assert sz["file_bytes"] == pte.stat().st_size + ptd.stat().st_size and sz["data_file_bytes"] == ptd.stat().st_size
+    assert sz["embedding_stored_twice"] is False and sz["data_file_storage"]["embedding_shared_with_head"]
+    assert mp["sizes"]["embedding_stored_twice"] is True
+    table = 512 * WIDE["dim"] + 4 * 512  # int8 rows + one fp32 scale per row
+    saved = mp["sizes"]["file_bytes"] - sz["file_bytes"]
+    assert 0.98 * table < saved < 1.05 * table, (saved, table)
+    ref, got = ET.open(plain, mp), ET.open(pte, m)
+    for s in (ref, got):
+        s.load()
+        s.init()
+    np.testing.assert_array_equal(got.forward([1, 5, 9, 13], 0), ref.forward([1, 5, 9, 13], 0))
+    # the program alone is not the artifact: without its weights file it is one clear error
+    ptd.rename(tmp_path / "elsewhere.ptd")
+    with pytest.raises(UserError, match="keeps its weights in tiny-random_w8a8-emb8-ptd_executorch.ptd, which is missing"):
+        ET.open(pte, m).load()
+
+
+def test_external_weights_failed_verification_leaves_no_pair(tmp_path, monkeypatch, cli):
+    from mobilellm.export import verify as V
+    monkeypatch.setitem(V.THRESHOLDS, "w8a8", V.Thresholds(min_top1=1.0, min_cosine=1.000001))  # unreachable
+    with pytest.raises(VerificationError):
+        _export(tmp_path, "w8a8", emb=True, external=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["tiny-random_w8a8-emb8-ptd_executorch.ptd.failed",
+                     "tiny-random_w8a8-emb8-ptd_executorch.pte.failed",
+                     "tiny-random_w8a8-emb8-ptd_executorch.pte.failed.manifest.json"], names
+    bad = cli("export", "--model", "tiny-random", "--backend", "onnx", "--external-weights", "--out", tmp_path,
+              check_rc=2)
+    assert "--external-weights" in bad.stderr and "is for the executorch backend" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_skipping_unused_xnnpack_passes_changes_no_byte(tmp_path, monkeypatch):
+    """The pruned per-partition passes only rewrite ops a MobileLLM graph lacks: the same .pte bytes."""
+    import torch
+    from mobilellm.export import xnnpack_passes as XPP
+    pruned, m = _export(tmp_path / "pruned", "w8a8", repeat=2, emb=True)
+    assert "FuseBatchNormPass" in m["delegation"]["xnnpack_passes_skipped"]
+    monkeypatch.setattr(XPP, "UNUSED", {})
+    full, m2 = _export(tmp_path / "full", "w8a8", repeat=2, emb=True)
+    assert m2["delegation"]["xnnpack_passes_skipped"] == [] and m2["sha256"] == m["sha256"]
+    monkeypatch.undo()
+    conv = torch.nn.Sequential(torch.nn.Conv1d(4, 4, 3), torch.nn.BatchNorm1d(4)).eval()
+    keep = XPP.prunable(torch.export.export(conv, (torch.randn(1, 4, 8),)))
+    assert "Conv1dUnsqueezePass" not in keep and "DecomposeBatchNorm" not in keep and "PReLUReshapePass" in keep
 
 
 def test_corrupt_or_truncated_pte(tmp_path, fp32_ls):

@@ -19,6 +19,11 @@ def add_arguments(p):
                    help="KV-cache length baked into the artifact (default 512, or the model's context if smaller)")
     g.add_argument("--group-size", type=int, default=32, help="weight group size of 8da4w")
     g.add_argument("--quantize-embedding", action="store_true", help="also store the embedding table in int8")
+    g.add_argument("--external-weights", action="store_true",
+                   help="executorch: write the weights to <name>.ptd beside the .pte (ExecuTorch program-data "
+                        "separation); the shared embedding/output matrix is then stored once. Load with the data "
+                        "file: TextLLMRunner(pte, tokenizer, data_path), Android LlmModule(..., dataPath), "
+                        "Module(filePath, dataFilePaths) on iOS (iOS TextRunner takes no data file)")
     g.add_argument("--calibration", type=Path, help="text or token-id file for static activation calibration")
     g.add_argument("--tokenizer", type=Path, help="tokenizer to record in the manifest (default: from --checkpoint)")
     g.add_argument("--out", type=Path, default=Path("out"), help="output directory")
@@ -42,7 +47,8 @@ def main(ns):
         from mobilellm.commands.common import model_args
         ns.max_seq_len = min(512, model_args(ns)[0].context_len)
     cfg = ExportConfig(quant=ns.quant, max_seq_len=ns.max_seq_len, group_size=ns.group_size,
-                       quantize_embedding=ns.quantize_embedding, calibration=ns.calibration, tokenizer=tokenizer)
+                       quantize_embedding=ns.quantize_embedding, calibration=ns.calibration, tokenizer=tokenizer,
+                       external_weights=ns.external_weights)
     if ns.calibration is not None:  # refuse a bad file before minutes of lowering, not after
         from mobilellm.commands.common import model_args
         from mobilellm.quant.calibration import calibration_for
@@ -61,14 +67,18 @@ def main(ns):
 def print_summary(path: Path, m: dict) -> None:
     from mobilellm.export.verify import summary
     mm, sizes = m["model"], m["sizes"]
-    print(f"artifact     {path}  ({sizes['file_bytes'] / 2**20:.1f} MiB, sha256 {m['sha256'][:12]}...)")
+    data = sizes.get("data_file_bytes", 0)
+    print(f"artifact     {path}  ({(sizes['file_bytes'] - data) / 2**20:.1f} MiB, sha256 {m['sha256'][:12]}...)")
+    if m.get("data_file"):
+        print(f"weights      {path.with_name(m['data_file'])}  ({data / 2**20:.1f} MiB, sha256 "
+              f"{m['data_file_sha256'][:12]}...; {sizes['file_bytes'] / 2**20:.1f} MiB together; the runner's data path)")
     print(f"model        {mm['name']}: {mm['variant']}, {mm['stored_blocks']} stored / {mm['executed_blocks']} "
           f"executed blocks, {mm['param_count']:,} parameters; weights {mm['weights']}")
     print(f"backend      {m['backend']}: {m['backend_summary']}")
     print(f"quant        {m['quant']['scheme']}: {m['quant']['description']}")
     if "embedding_bytes" in sizes:
         twice = (f", output head {sizes['output_head_bytes'] / 2**20:.1f} MiB (same matrix, second copy)"
-                 if sizes.get("embedding_stored_twice") else "")
+                 if sizes.get("embedding_stored_twice") else " (also the output head: stored once)")
         rest = sizes.get("blocks_and_other_bytes", sizes.get("blocks_bytes"))
         print(f"bytes        embedding {sizes['embedding_bytes'] / 2**20:.1f} MiB{twice}"
               + (f", blocks and rest {rest / 2**20:.1f} MiB" if rest is not None else "")

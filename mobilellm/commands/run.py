@@ -8,7 +8,9 @@ def add_arguments(p):
     p.add_argument("--models", default="125M",
                    help="comma-separated presets; each gives N layers, LS 2xN shared and 2N layers (default 125M)")
     p.add_argument("--checkpoint", type=Path, help="use a local checkpoint's weights instead of seeded random ones")
-    p.add_argument("--backends", default="executorch,onnx,coreml,executorch-coreml", help="comma-separated backends")
+    p.add_argument("--backends", default=None,
+                   help="comma-separated backends, or 'all' (default: executorch,onnx,coreml, plus executorch-coreml on "
+                        "macOS, where that Apple-only .pte can run)")
     p.add_argument("--quant", default="w8a8", help="quantization scheme for every backend (default w8a8)")
     p.add_argument("--variants", default="base,shared,deep", help="comma-separated subset of base,shared,deep")
     p.add_argument("--max-seq-len", type=int, default=512)
@@ -43,7 +45,9 @@ def main(ns):
     bad = [v for v in variants if v not in ("base", "shared", "deep")]
     if bad or not variants:
         raise UserError(f"unknown variant(s) {bad}; valid: base, shared, deep")
-    backends = _names(ns.backends)
+    from mobilellm.benchmarks.pipeline import ALL_BACKENDS, default_backends
+    backends = (default_backends() if ns.backends is None else ALL_BACKENDS if ns.backends.strip() == "all"
+                else _names(ns.backends))
     for b in backends:
         get_backend(b)  # unknown names fail here, listing the valid ones
     models = _names(ns.models)
