@@ -48,11 +48,12 @@ def main():
     ap.add_argument("--out", type=Path, default=Path("runs/et-perf"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--external-weights", action="store_true", help="weights in a .ptd beside each .pte")
     args = ap.parse_args()
     from mobilellm.cli import main as cli
     rc = cli(["run", "--models", args.model, "--backends", "executorch", "--quant", "w8a8", "--out", str(args.out),
               "--iters", str(args.iters), "--threads", str(args.threads), "--prompt-len", "128", "--cold-runs", "2",
-              "--accuracy", "none"])
+              "--accuracy", "none", *(["--external-weights"] if args.external_weights else [])])
     if rc:
         raise SystemExit(rc)
     bw = read_bandwidth_gbs(args.threads)

@@ -48,6 +48,7 @@ class RunConfig:
     # Trained presets scored on their held-out text (latency uses `models`, accuracy needs real weights).
     accuracy: tuple[str, ...] = ("tiny", "tiny-LS")
     accuracy_schemes: tuple[str, ...] = ("w8a8",)  # `quant` maps to each backend's own W8A8
+    external_weights: bool = False  # executorch: weights in a .ptd beside the .pte (shared matrix stored once)
 
 
 @dataclass
@@ -132,7 +133,8 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     ckpt = job_checkpoint(job, cfg)
     ecfg = ExportConfig(quant=job.scheme, max_seq_len=job.max_seq_len or cfg.max_seq_len,
                         quantize_embedding=job.backend == "executorch" and job.scheme != "fp32",
-                        tokenizer=tokenizer_file(ckpt) if ckpt else None)
+                        tokenizer=tokenizer_file(ckpt) if ckpt else None,
+                        external_weights=cfg.external_weights and get_backend(job.backend).extra.get("external_weights", False))
     model, weights = build_model(job, cfg)
     path = art_dir / artifact_name(model, backend, ecfg)
     want = settings_hash(export_settings(model, weights, backend, ecfg))

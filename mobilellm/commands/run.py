@@ -26,6 +26,8 @@ def add_arguments(p):
     p.add_argument("--accuracy-schemes", default=None,
                    help="schemes exported for the accuracy half (default: --quant); e.g. fp32,w8a8,8da4w; "
                         "a backend without a scheme skips it")
+    p.add_argument("--external-weights", action="store_true",
+                   help="executorch artifacts keep their weights in a .ptd beside the .pte (see `export --help`)")
     p.add_argument("--workers", type=int, default=2, help="exports run in parallel (lowering is single-threaded)")
 
 
@@ -67,6 +69,7 @@ def main(ns):
         raise UserError(f"--accuracy-schemes: unknown scheme(s) {bad}; valid: {', '.join(SCHEME_HELP)}")
     cfg = RunConfig(models=models, backends=backends, quant=ns.quant, max_seq_len=ns.max_seq_len, out=ns.out,
                     seed=ns.seed, checkpoint=ns.checkpoint, variants=variants,
-                    workers=ns.workers, accuracy=accuracy, accuracy_schemes=acc_schemes)
+                    workers=ns.workers, accuracy=accuracy, accuracy_schemes=acc_schemes,
+                    external_weights=ns.external_weights)
     run(cfg, bench_cfg)
     return 0

@@ -131,6 +131,9 @@ def collect(folder: Path) -> list[tuple[Path, dict]]:
         man = read_manifest(art)
         if not art.is_file():
             skipped.append(f"{art.name} (manifest without the artifact)")
+        elif man.get("data_file"):
+            skipped.append(f"{art.name} (weights in {man['data_file']}: the app's ExecuTorch Module API takes no data "
+                           f"file; export without --external-weights)")
         elif not art.name.endswith(SUFFIXES) or "coreml" in str(man.get("backend")):
             skipped.append(f"{art.name} (backend {man.get('backend')}: no Android runtime)")
         else:

@@ -155,6 +155,10 @@ def find_artifacts(directory: Path) -> list[Artifact]:
             skipped.append(art.name)
             continue
         m = read_manifest(art)
+        if m.get("data_file"):
+            say(f"skip     {art.name}: weights in {m['data_file']} (--external-weights); the app runs single-file "
+                f".pte programs (ExecuTorch's iOS TextRunner takes no data file)")
+            continue
         found.append(Artifact(art, m, _tokenizer_for(art, m)))
     if skipped:
         say(f"skip     {', '.join(skipped)}: the iOS app runs {', '.join(APP_RUNS)} only")

@@ -185,7 +185,7 @@ def phone(tmp_path, monkeypatch) -> Phone:
 
 
 def make_artifact(folder: Path, name: str, backend: str, preset: str = "tiny-random", payload: bytes = b"program",
-                  tokenizer: Path | None = None) -> Path:
+                  tokenizer: Path | None = None, **extra) -> Path:
     from mobilellm.manifest import model_section, write_manifest
     from mobilellm.models.config import from_name
     art = folder / name
@@ -193,7 +193,8 @@ def make_artifact(folder: Path, name: str, backend: str, preset: str = "tiny-ran
     write_manifest(art, {"artifact": name, "backend": backend, "quant": {"scheme": "w8a8"},
                          "model": model_section(from_name(preset), "random"), "max_seq_len": 256,
                          "tokenizer": str(tokenizer) if tokenizer else None,
-                         "sizes": {"file_bytes": len(payload)}, "sha256": hashlib.sha256(payload).hexdigest()})
+                         "sizes": {"file_bytes": len(payload)}, "sha256": hashlib.sha256(payload).hexdigest(),
+                         **extra})
     return art
 
 
@@ -206,6 +207,8 @@ def artifacts(tmp_path) -> Path:
     make_artifact(d, "tiny_w8a8_executorch.pte", "executorch", tokenizer=tok)
     make_artifact(d, "LS-tiny_w8a8_onnx.onnx", "onnx", payload=b"onnx model", tokenizer=tok)
     make_artifact(d, "tiny_fp16_coreml.mlpackage", "coreml")  # an Apple artifact: skipped
+    # weights in a .ptd (--external-weights): ExecuTorch's Android Module API takes no data file
+    make_artifact(d, "tiny_w8a8-ptd_executorch.pte", "executorch", data_file="tiny_w8a8-ptd_executorch.ptd")
     return d
 
 
@@ -226,6 +229,7 @@ def test_pushes_benchmarks_pulls_and_saves(phone, artifacts, tmp_path, capsys):
     assert all(r["threads"] == 2 and r["settings"]["iters"] == 3 for r in recs if "settings" in r)
     assert "report:" in printed.out
     assert "skipping tiny_fp16_coreml.mlpackage" in printed.err
+    assert "skipping tiny_w8a8-ptd_executorch.pte (weights in tiny_w8a8-ptd_executorch.ptd" in printed.err
     remote = "/data/local/tmp/mobilellm"
     for name in ("tiny_w8a8_executorch.pte", "tiny_w8a8_executorch.pte.manifest.json",
                  "tiny_w8a8_executorch.pte.tokenizer.model", "LS-tiny_w8a8_onnx.onnx.tokenizer.model"):

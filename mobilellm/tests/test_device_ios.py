@@ -205,6 +205,11 @@ def artifacts(tmp_path, sp_tokenizer) -> Path:
                              "model": model_section(args, "random (seed 0)"), "max_seq_len": 64,
                              "tokenizer": str(sp_tokenizer), "sizes": {"file_bytes": size_bytes(art)},
                              "sha256": sha256(art)})
+    ptd = d / "tiny-random_w8a8-ptd_executorch.pte"  # weights in a .ptd: the app's TextRunner takes no data file
+    ptd.write_bytes(b"ET12")
+    write_manifest(ptd, {"artifact": ptd.name, "backend": "executorch", "quant": {"scheme": "w8a8"},
+                         "model": model_section(args, "random (seed 0)"), "max_seq_len": 64,
+                         "data_file": "tiny-random_w8a8-ptd_executorch.ptd"})
     (d / "leftover.pte.failed").write_bytes(b"x")  # a failed export is never copied
     onnx = d / "tiny-random_w8a8_onnx.onnx"  # nor what the app cannot run
     onnx.write_bytes(b"onnx")
@@ -316,6 +321,7 @@ def test_copies_runs_and_pulls(fake_phone, artifacts, tmp_path, capsys, monkeypa
     captured = capsys.readouterr()
     stdout = captured.out
     assert "skip     tiny-random_w8a8_onnx.onnx: the iOS app runs .pte, .mlpackage, .mlmodelc only" in captured.err
+    assert "skip     tiny-random_w8a8-ptd_executorch.pte: weights in tiny-random_w8a8-ptd_executorch.ptd" in captured.err
 
     # the results came back, valid, one set per artifact, and went to the report
     [results] = out.glob("results-iphone-13-*.json")

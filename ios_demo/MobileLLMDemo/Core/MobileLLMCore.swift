@@ -192,6 +192,10 @@ public struct ArtifactManifest: Equatable {
     fileBytes = doc["sizes"]?["file_bytes"]?.int
     io = ModelIO(section: doc["io"])
     raw = doc
+    if let data = doc["data_file"]?.string {  // ExecuTorch's TextRunner (the chat screen) takes no data file
+      throw CoreError("\(artifact) keeps its weights in \(data) (exported with --external-weights); this app runs "
+                      + "single-file .pte programs: export without --external-weights")
+    }
   }
 }
 

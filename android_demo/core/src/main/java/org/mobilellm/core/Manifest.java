@@ -71,6 +71,12 @@ public final class Manifest {
     Object t = Json.at(d, "tokenizer");
     tokenizer = t instanceof String ? (String) t : null;
     if (maxSeqLen < 2) throw new Invalid(where + ": max_seq_len must be >= 2, got " + maxSeqLen);
+    Object data = Json.at(d, "data_file");
+    if (data instanceof String) {
+      throw new Invalid(where + ": " + artifact + " keeps its weights in " + data + " (exported with "
+          + "--external-weights); ExecuTorch's Android Module API, which this app benchmarks with, takes no data "
+          + "file: export without --external-weights");
+    }
   }
 
   private static String str(Map<String, Object> d, String path, String where) throws Invalid {

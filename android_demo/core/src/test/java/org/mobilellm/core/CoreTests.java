@@ -97,6 +97,8 @@ public final class CoreTests {
       {MANIFEST.replace("\"version\": 1", "\"version\": 7"), "version 7"},
       {MANIFEST.replace("\"max_seq_len\": 512,", ""), "max_seq_len"},
       {MANIFEST.replace("\"scheme\": \"w8a8\"", "\"scheme\": 8"), "quant.scheme"},
+      {MANIFEST.replace("\"max_seq_len\": 512,", "\"max_seq_len\": 512, \"data_file\": \"m.ptd\","),
+        "keeps its weights in m.ptd"},
       {"[1]", "not a JSON object"},
       {"{", "invalid JSON"},
     };
