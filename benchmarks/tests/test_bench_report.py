@@ -136,3 +136,16 @@ def test_phone_golden_results_validate(golden):
 def test_run_bad_input(cli, tmp_path, flags, msg):
     p = cli("run", "--out", tmp_path, *flags, check_rc=2)
     assert msg in p.stderr and "Traceback" not in p.stderr
+
+
+def test_default_backends_leave_out_the_apple_only_pte_off_macos(monkeypatch):
+    """Off macOS the default run skips executorch-coreml (it cannot run or be verified there) and the
+    report says so; on macOS, and with --backends all, every backend is built."""
+    import platform
+    from mobilellm.benchmarks import pipeline as P
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    assert P.default_backends() == ("executorch", "onnx", "coreml") == P.RunConfig().backends
+    assert "--backends all" in P.left_out_note(P.default_backends())
+    assert P.left_out_note(P.ALL_BACKENDS) is None and P.left_out_note(("onnx",)) is None
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    assert P.default_backends() == P.ALL_BACKENDS and P.left_out_note(P.ALL_BACKENDS) is None
