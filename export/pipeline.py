@@ -63,7 +63,7 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
         "settings_hash": settings_hash(export_settings(model, weights, backend, cfg)),
     }
     t0 = time.perf_counter()
-    with atomic_path(out) as tmp, _staged_data(out) as data:
+    with atomic_path(out) as tmp, _staged_data(out, tmp) as data:
         info = backend.export(model, cfg, tmp, steps) or {}
         data.staged = info.pop("data_file", None)  # weights beside the program, published with it
         if data.staged:
@@ -112,9 +112,9 @@ class _staged_data:
     """A backend's data file (ExecuTorch's .ptd) staged beside the temporary program: published under
     its final name before the program, or removed if the export stops."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, tmp: Path):
         from mobilellm.export.ptd import data_path
-        self.final, self.staged = data_path(out), None
+        self.final, self.staged, self.scratch = data_path(out), None, data_path(tmp)
 
     def __enter__(self):
         return self
@@ -126,8 +126,9 @@ class _staged_data:
             self.staged = None
 
     def __exit__(self, *exc):
-        if self.staged:
-            remove_path(Path(self.staged))
+        for p in (self.staged, self.scratch):  # a backend that stopped after writing its data leaves no trace
+            if p:
+                remove_path(Path(p))
         return False
 
 

@@ -228,6 +228,13 @@ def test_external_weights_failed_verification_leaves_no_pair(tmp_path, monkeypat
     assert names == ["tiny-random_w8a8-emb8-ptd_executorch.ptd.failed",
                      "tiny-random_w8a8-emb8-ptd_executorch.pte.failed",
                      "tiny-random_w8a8-emb8-ptd_executorch.pte.failed.manifest.json"], names
+    # a crash after the data file was written leaves nothing that looks like an artifact
+    from mobilellm.export import ptd
+    crash = tmp_path / "crash"
+    monkeypatch.setattr(ptd, "storage_report", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
+    with pytest.raises(RuntimeError, match="killed"):
+        _export(crash, "w8a8", emb=True, external=True)
+    assert list(crash.iterdir()) == []
     bad = cli("export", "--model", "tiny-random", "--backend", "onnx", "--external-weights", "--out", tmp_path,
               check_rc=2)
     assert "--external-weights" in bad.stderr and "is for the executorch backend" in bad.stderr
