@@ -61,11 +61,11 @@ class Scores:
     tokens: int = 0
 
     def add(self, got: np.ndarray, ref: np.ndarray, targets: np.ndarray) -> None:
-        if not np.all(np.isfinite(got)):
-            raise UserError("the artifact produced non-finite logits")
         self.add_log_probs(log_softmax(got), log_softmax(ref), targets)
 
     def add_log_probs(self, lg: np.ndarray, lr: np.ndarray, targets: np.ndarray) -> None:
+        if not np.all(np.isfinite(lg)):  # non-finite logits give non-finite log-probabilities
+            raise UserError("the artifact produced non-finite logits")
         self.nll += float(-lg[np.arange(len(targets)), targets].sum())
         self.agree += int((lg.argmax(-1) == lr.argmax(-1)).sum())
         self.kl += float((np.exp(lr) * (lr - lg)).sum())
@@ -81,8 +81,6 @@ def evaluate(session, reference, wins: list[list[int]], chunk: int, on_window=No
     art, ref = Scores(), Scores()
     for w in wins:
         g = run_window(session, w, chunk)[:-1]
-        if not np.all(np.isfinite(g)):
-            raise UserError("the artifact produced non-finite logits")
         lg, lr = log_softmax(g), log_softmax(reference.forward(w, 0)[:-1])  # each once per window
         targets = np.asarray(w[1:])
         art.add_log_probs(lg, lr, targets)

@@ -134,7 +134,7 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     ecfg = ExportConfig(quant=job.scheme, max_seq_len=job.max_seq_len or cfg.max_seq_len,
                         quantize_embedding=job.backend == "executorch" and job.scheme != "fp32",
                         tokenizer=tokenizer_file(ckpt) if ckpt else None,
-                        external_weights=cfg.external_weights and get_backend(job.backend).extra.get("external_weights", False))
+                        external_weights=cfg.external_weights and backend.extra.get("external_weights", False))
     model, weights = build_model(job, cfg)
     path = art_dir / artifact_name(model, backend, ecfg)
     want = settings_hash(export_settings(model, weights, backend, ecfg))
@@ -210,8 +210,9 @@ def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
     weights = f"checkpoint {cfg.checkpoint}" if cfg.checkpoint else f"seeded random weights (seed {cfg.seed})"
     log(f"mobilellm run: latency of {', '.join(cfg.models) if not cfg.checkpoint else cfg.checkpoint} with {weights}; "
         f"{len(jobs)} artifacts ({len(cfg.variants)} variants x {len(cfg.backends)} backends, {cfg.quant}) into {out}")
-    if left_out_note(cfg.backends):
-        log(f"mobilellm run: {left_out_note(cfg.backends)}")
+    left_out = left_out_note(cfg.backends)
+    if left_out:
+        log(f"mobilellm run: {left_out}")
     if cfg.accuracy:
         log(f"mobilellm run: accuracy of the trained presets {', '.join(cfg.accuracy)} on their held-out text; "
             f"{len(acc_jobs)} artifacts")
@@ -235,7 +236,7 @@ def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
              "accuracy: " + (f"trained presets {', '.join(cfg.accuracy)} (models/trained/, real weights) on held-out "
                              "text they never trained on" if cfg.accuracy else "not run (--accuracy none)"),
              f"scheme requested: {cfg.quant}; max sequence length {cfg.max_seq_len}",
-             *filter(None, [left_out_note(cfg.backends)]),
+             *filter(None, [left_out]),
              f"bench: warm-up {bench_cfg.warmup}, {bench_cfg.iters} iterations x {bench_cfg.cold_runs} cold processes, "
              f"{bench_cfg.threads} threads, prompt {min(bench_cfg.prompt_len, cfg.max_seq_len // 2)} tokens, decode timed at that position"]
     report = build_report([results], out, notes=notes)

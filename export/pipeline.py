@@ -65,8 +65,7 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
     t0 = time.perf_counter()
     with atomic_path(out) as tmp, _staged_data(out, tmp) as data:
         info = backend.export(model, cfg, tmp, steps) or {}
-        data.staged = info.pop("data_file", None)  # weights beside the program, published with it
-        if data.staged:
+        if info.pop("data_file", None):  # weights beside the program (same stem), published with it
             manifest["data_file"] = data.final.name
         quant_ref = info.pop("quantized_reference", None)
         companions = info.pop("companions", [])  # files a backend writes beside the artifact (ONNX's .ort)
@@ -77,14 +76,15 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
                 manifest[k] = v
         manifest["export_seconds"] = round(time.perf_counter() - t0, 1)
         manifest["export_step_seconds"] = {k: round(v, 1) for k, v in steps.times.items()}  # where the time went
-        manifest["sizes"] = {"file_bytes": size_bytes(tmp) + (size_bytes(data.staged) if data.staged else 0),
+        has_data = "data_file" in manifest
+        manifest["sizes"] = {"file_bytes": size_bytes(tmp) + (size_bytes(data.staged) if has_data else 0),
                              **manifest.get("sizes", {})}
         sz = manifest["sizes"]
         if "embedding_bytes" in sz and "output_head_bytes" in sz:
             sz["blocks_and_other_bytes"] = sz["file_bytes"] - sz["embedding_bytes"] - (
                 sz["output_head_bytes"] if sz.get("embedding_stored_twice") else 0)
         manifest["sha256"] = sha256(tmp)
-        if data.staged:
+        if has_data:
             manifest["data_file_sha256"] = sha256(data.staged)
         manifest["tools"] = tool_versions()
         manifest["verification"] = {"skipped": "--no-verify"} if not verify else None
@@ -109,26 +109,23 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
 
 
 class _staged_data:
-    """A backend's data file (ExecuTorch's .ptd) staged beside the temporary program: published under
-    its final name before the program, or removed if the export stops."""
+    """A backend's data file (ExecuTorch's .ptd), written beside the temporary program under the same
+    stem: published under its final name before the program, or removed if the export stops."""
 
     def __init__(self, out: Path, tmp: Path):
         from mobilellm.export.ptd import data_path
-        self.final, self.staged, self.scratch = data_path(out), None, data_path(tmp)
+        self.final, self.staged = data_path(out), data_path(tmp)
 
     def __enter__(self):
         return self
 
     def publish(self, final: Path) -> None:
-        if self.staged:
+        if self.staged.exists():
             remove_path(final)
             os.replace(self.staged, final)
-            self.staged = None
 
     def __exit__(self, *exc):
-        for p in (self.staged, self.scratch):  # a backend that stopped after writing its data leaves no trace
-            if p:
-                remove_path(Path(p))
+        remove_path(self.staged)  # a backend that stopped after writing its data leaves no trace
         return False
 
 

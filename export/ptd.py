@@ -25,9 +25,9 @@ def data_path(pte: Path) -> Path:
     return Path(pte).with_suffix(".ptd")
 
 
-def tag_weights(ep) -> int:
+def tag_weights(ep) -> None:
     """Mark every weight of an exported program (before lowering) as external data. XNNPACK serializes
-    a quantized weight from its dequantize node, so those are tagged too. Returns the count tagged."""
+    a quantized weight from its dequantize node, so those are tagged too."""
     from torch.export.graph_signature import InputKind
     kinds = {s.arg.name: s.kind for s in ep.graph_signature.input_specs}
     mutable = set(ep.graph_signature.buffers_to_mutate.values())
@@ -39,12 +39,9 @@ def tag_weights(ep) -> int:
         return isinstance(a, torch.fx.Node) and (a in weights or (
             "access_subclass_inner_tensor" in str(a.target) and from_weight(a.args[0])))
 
-    tagged = 0
     for n in ep.graph.nodes:
         if n in weights or (n.op == "call_function" and "dequantize" in str(n.target) and from_weight(n.args[0])):
             n.meta.setdefault("custom", {})["delegate_constant_tag"] = TAG
-            tagged += 1
-    return tagged
 
 
 def external_constant_tag(node) -> str | None:
@@ -53,8 +50,8 @@ def external_constant_tag(node) -> str | None:
 
 
 def write_data(prog, pte: Path) -> Path:
-    """Write the program's data file beside `pte` (same stem). Staged in a sibling directory so an
-    interrupted write never leaves a file under the final name."""
+    """Write the program's data file beside `pte` (same stem). ExecuTorch names the file after its tag
+    inside a directory it is given, so it writes into a scratch directory and the file is moved."""
     pte = Path(pte)
     stage = pte.with_name(pte.name + ".data-partial")
     shutil.rmtree(stage, ignore_errors=True)

@@ -35,6 +35,7 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from mobilellm.export import ptd
+    from mobilellm.export.xnnpack_passes import skip_unused_passes
     from mobilellm.quant import executorch as Q
 
     args, msl = model.args, cfg.max_seq_len
@@ -57,7 +58,6 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
             ep = torch.export.export(gm, example, dynamic_shapes=dyn, strict=False)
     if cfg.external_weights:
         ptd.tag_weights(ep)
-    from mobilellm.export.xnnpack_passes import skip_unused_passes
     with steps.step("lower to XNNPACK"), skip_unused_passes(ep) as skipped:
         edge = to_edge_transform_and_lower(
             ep, partitioner=[XnnpackPartitioner()], constant_methods=llm_metadata(args, msl),
@@ -71,15 +71,14 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
         with open(out, "wb") as f:
             prog.write_to_file(f)
         sizes = weight_bytes(args, cfg)
-        if cfg.external_weights:  # the data file is written before the program that names it
+        if cfg.external_weights:  # <stem>.ptd beside the program; the pipeline publishes it first
             data = ptd.write_data(prog, out)
-            storage = ptd.storage_report(data, sizes["embedding_bytes"] - 4 * args.vocab_size
-                                         if cfg.quantize_embedding else sizes["embedding_bytes"])
+            storage = ptd.storage_report(data, args.vocab_size * args.dim * (1 if cfg.quantize_embedding else 4))
             sizes.update(data_file_bytes=data.stat().st_size, embedding_stored_twice=not storage["embedding_shared_with_head"],
                          data_file_storage=storage)
     return {"quant": quant, "delegation": delegation, "io": io_contract(args, msl), "sizes": sizes,
             "runtime": {"name": "executorch", "method": "forward"}, "quantized_reference": quant_ref,
-            **({"data_file": ptd.data_path(out)} if cfg.external_weights else {})}
+            **({"data_file": True} if cfg.external_weights else {})}  # wrote ptd.data_path(out)
 
 
 def io_contract(args, msl: int) -> dict:
