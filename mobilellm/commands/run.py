@@ -51,7 +51,10 @@ def main(ns):
     backends = (default_backends() if ns.backends is None else ALL_BACKENDS if ns.backends.strip() == "all"
                 else _names(ns.backends))
     for b in backends:
-        get_backend(b)  # unknown names fail here, listing the valid ones
+        try:
+            get_backend(b)  # unknown names fail here, listing the valid ones
+        except UserError as e:
+            raise UserError(f"{e}; or --backends all") from None
     models = _names(ns.models)
     for m in models:
         a = from_name(m)
