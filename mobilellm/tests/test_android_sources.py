@@ -24,3 +24,19 @@ def test_androidx_is_on():
     """executorch-android depends on androidx.core; AGP refuses the build (checkDebugAarMetadata)
     unless the project says it uses AndroidX."""
     assert properties()["android.useAndroidX"] == "true"
+
+
+def test_executorch_chat_starts_with_one_bos():
+    """LlmModule's native runner reads the BOS count only from the constructor (generate's numBos is
+    ignored), and LlmModule(path, tokenizer, temperature) sets 0: the chat must use the constructor
+    that takes numBos, with 1, as the ONNX chat adds one BOS."""
+    src = (KOTLIN / "ChatEngines.kt").read_text()
+    call = re.search(r"LlmModule\((.*?)\)\.also", src, re.S)
+    assert call, "ExecuTorchChat does not construct an LlmModule"
+    args = [a.split("//")[0].strip() for a in call.group(1).split("\n") if a.split("//")[0].strip()]
+    args = [a.rstrip(",") for a in args]
+    # LlmModule(modelType, modulePath, tokenizerPath, temperature, dataPath: String?, numBos, numEos)
+    assert len(args) == 7 and args[0] == "LlmModule.MODEL_TYPE_TEXT", args
+    assert args[5] == "BOS_COUNT" and re.search(r"const val BOS_COUNT = 1\b", src)
+    assert "dataFile" in args[4], "the pair's .ptd goes in as dataPath"
+    assert "sp.bosId" in src, "the ONNX chat adds BOS itself"

@@ -70,9 +70,10 @@ class BenchmarkActivity : Activity() {
                 status(out, "state" to "running", "artifact" to e.file.name, "index" to i.toLong(), "total" to entries.size.toLong())
                 show("${e.file.name} (${i + 1}/${entries.size})")
                 val m = e.manifest
-                if (m == null) {
-                    errors += linkedMapOf("artifact" to e.file.name, "message" to e.problem)
-                    show("  skipped: ${e.problem}")
+                val why = e.problem ?: m?.whyNotBenchmarkable()
+                if (m == null || why != null) {
+                    errors += linkedMapOf("artifact" to e.file.name, "message" to why)
+                    show("  skipped: $why")
                     continue
                 }
                 try {

@@ -24,9 +24,23 @@ interface ChatEngine : Closeable {
     }
 }
 
-/** ExecuTorch's LLM runner (LlmModule) with the tokenizer file; it reads the .pte's metadata methods. */
+/**
+ * ExecuTorch's LLM runner (LlmModule) with the tokenizer file; it reads the .pte's metadata methods.
+ * BOS: the native runner takes the BOS count from the constructor only (jni_layer_llama.cpp passes
+ * `num_bos_` to GenerationConfig and ignores generate's), and the 3-argument constructor sets 0; the
+ * ONNX chat and `mobilellm generate` start with one BOS, so this one does too. A .pte + .ptd pair
+ * (--external-weights) passes the data file as the constructor's dataPath.
+ */
 class ExecuTorchChat(file: File, private val m: Manifest, tokenizer: File) : ChatEngine {
-    private val module = LlmModule(file.path, tokenizer.path, 0.0f).also { it.load() }
+    private val module = LlmModule(
+        LlmModule.MODEL_TYPE_TEXT,
+        file.path,
+        tokenizer.path,
+        0.0f, // temperature 0: greedy
+        m.dataFile?.let { File(file.parentFile, it).path },
+        BOS_COUNT,
+        0, // numEos
+    ).also { it.load() }
 
     override fun generate(prompt: String, maxNew: Int, onText: (String) -> Unit): Int {
         var n = 0
@@ -48,6 +62,11 @@ class ExecuTorchChat(file: File, private val m: Manifest, tokenizer: File) : Cha
     override fun stop() = module.stop()
 
     override fun close() = module.close()
+
+    companion object {
+        /** One BOS before the prompt, as OrtChat and the host's generate. */
+        const val BOS_COUNT = 1
+    }
 }
 
 /** ONNX Runtime session + the Java SentencePiece tokenizer, greedy decoding with the KV cache. */

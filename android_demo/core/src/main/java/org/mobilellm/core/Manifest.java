@@ -42,6 +42,10 @@ public final class Manifest {
   public final long fileBytes;
   /** Tokenizer path on the machine that exported; may be null. */
   public final String tokenizer;
+  /** The `.ptd` beside the artifact holding its weights (exported with --external-weights), or null. */
+  public final String dataFile;
+  /** The quantization scheme as the manifest spells it (without the "+emb8" of `scheme`). */
+  public final String quantScheme;
 
   private Manifest(Map<String, Object> d, String where) throws Invalid {
     if (!SCHEMA.equals(d.get("schema"))) {
@@ -54,7 +58,8 @@ public final class Manifest {
     artifact = str(d, "artifact", where);
     backend = str(d, "backend", where);
     // as `mobilellm bench` names it: an int8 embedding is part of the scheme
-    scheme = str(d, "quant.scheme", where)
+    quantScheme = str(d, "quant.scheme", where);
+    scheme = quantScheme
         + (Boolean.TRUE.equals(Json.at(d, "quant.quantize_embedding")) ? "+emb8" : "");
     modelName = str(d, "model.name", where);
     variant = str(d, "model.variant", where);
@@ -72,11 +77,20 @@ public final class Manifest {
     tokenizer = t instanceof String ? (String) t : null;
     if (maxSeqLen < 2) throw new Invalid(where + ": max_seq_len must be >= 2, got " + maxSeqLen);
     Object data = Json.at(d, "data_file");
-    if (data instanceof String) {
-      throw new Invalid(where + ": " + artifact + " keeps its weights in " + data + " (exported with "
-          + "--external-weights); ExecuTorch's Android Module API, which this app benchmarks with, takes no data "
-          + "file: export without --external-weights");
-    }
+    dataFile = data instanceof String ? (String) data : null;
+  }
+
+  /**
+   * Schemes whose XNNPACK packed weights do not depend on activation quantization parameters, so
+   * XNNPACK's weight cache may share them between call sites (export/backends/executorch.py
+   * CACHE_SAFE). The official executorch-android AAR is built with the cache on by default
+   * (tools/cmake/preset/android.cmake: EXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE ON).
+   */
+  public static final List<String> WEIGHT_CACHE_SAFE = Arrays.asList("fp32", "w8a8", "8da4w");
+
+  /** Whether XNNPACK's weight cache is on when the app runs this artifact (always, for a .pte). */
+  public boolean xnnpackWeightCache() {
+    return artifact.endsWith(".pte");
   }
 
   private static String str(Map<String, Object> d, String path, String where) throws Invalid {
@@ -127,9 +141,33 @@ public final class Manifest {
     return artifact.endsWith(".pte") ? "executorch" : "onnxruntime";
   }
 
+  /**
+   * Why the headless benchmark cannot measure this artifact, or null. It times load and init through
+   * ExecuTorch's Module API, whose Android `Module.load` takes no data file: a .pte + .ptd pair runs
+   * in the chat screen (LlmModule takes the data path) but is not benchmarked.
+   */
+  public String whyNotBenchmarkable() {
+    String why = whyNotRunnable();
+    if (why != null) return why;
+    if (dataFile != null) {
+      return artifact + " keeps its weights in " + dataFile + " (--external-weights); ExecuTorch's Android "
+          + "Module.load, which the benchmark times, takes no data file (the chat screen runs the pair through "
+          + "LlmModule)";
+    }
+    return null;
+  }
+
   public String whyNotRunnable() {
     if (backend.contains("coreml") || backend.contains("mps")) {
       return "backend " + backend + " runs on Apple devices only";
+    }
+    if (artifact.endsWith(".pte") && !WEIGHT_CACHE_SAFE.contains(quantScheme)) {
+      // The host runs these with the cache off: a cached packing carries one call site's input
+      // quantization into every other. The AAR's cache is on by default and its Java API can only
+      // pass integer backend options (Module.load with BackendOptionsMap); weight_cache_enabled is
+      // a bool, so the app cannot switch it off.
+      return "scheme " + quantScheme + " needs XNNPACK's weight cache off (as the host runs it); the "
+          + "executorch-android AAR has it on and its Java API cannot switch it off";
     }
     if (artifact.endsWith(".pte")) return null;
     if (artifact.endsWith(".onnx") || artifact.endsWith(".ort")) return null;
@@ -173,6 +211,9 @@ public final class Manifest {
         out.add(new Entry(artifact, null, n + " describes " + m.artifact + ", not " + artifact.getName()));
       } else if (!artifact.isFile()) {
         out.add(new Entry(artifact, null, "manifest " + n + " has no artifact " + artifact.getName() + " beside it"));
+      } else if (m.dataFile != null && !new File(dir, m.dataFile).isFile()) {
+        out.add(new Entry(artifact, null, artifact.getName() + " keeps its weights in " + m.dataFile
+            + ", which is not beside it"));
       } else {
         String why = m.whyNotRunnable();
         out.add(new Entry(artifact, why == null ? m : null, why));

@@ -97,8 +97,6 @@ public final class CoreTests {
       {MANIFEST.replace("\"version\": 1", "\"version\": 7"), "version 7"},
       {MANIFEST.replace("\"max_seq_len\": 512,", ""), "max_seq_len"},
       {MANIFEST.replace("\"scheme\": \"w8a8\"", "\"scheme\": 8"), "quant.scheme"},
-      {MANIFEST.replace("\"max_seq_len\": 512,", "\"max_seq_len\": 512, \"data_file\": \"m.ptd\","),
-        "keeps its weights in m.ptd"},
       {"[1]", "not a JSON object"},
       {"{", "invalid JSON"},
     };
@@ -110,6 +108,24 @@ public final class CoreTests {
         check(e.getMessage().contains(c[1]) && e.getMessage().startsWith("x.manifest.json"), e.getMessage());
       }
     }
+  }
+
+  static void testPairsRunInTheChatNotTheBenchmark() throws Exception {
+    Manifest m = Manifest.parse(MANIFEST.replace("\"max_seq_len\": 512,", "\"max_seq_len\": 512, \"data_file\": \"m.ptd\","), "x");
+    check("m.ptd".equals(m.dataFile) && "executorch".equals(m.runtime()), "a pair opens (LlmModule takes the data path)");
+    check(m.whyNotBenchmarkable().contains("Module.load") && m.whyNotBenchmarkable().contains("m.ptd"), m.whyNotBenchmarkable());
+    check(Manifest.parse(MANIFEST, "x").whyNotBenchmarkable() == null && Manifest.parse(MANIFEST, "x").dataFile == null, "single file");
+  }
+
+  static void testWeightCacheSchemes() throws Exception {
+    for (String s : new String[] {"fp32", "w8a8", "8da4w"}) {
+      Manifest m = Manifest.parse(MANIFEST.replace("\"scheme\": \"w8a8\"", "\"scheme\": \"" + s + "\""), "x");
+      check(m.whyNotRunnable() == null && m.xnnpackWeightCache(), s + " runs with the cache");
+    }
+    Manifest st = Manifest.parse(MANIFEST.replace("\"scheme\": \"w8a8\"", "\"scheme\": \"w8a8-static\""), "x");
+    check(st.runtime() == null && st.whyNotRunnable().contains("weight cache off"), "w8a8-static refused: " + st.whyNotRunnable());
+    Manifest onnx = Manifest.parse(MANIFEST.replace("m.pte", "m.onnx").replace("\"scheme\": \"w8a8\"", "\"scheme\": \"w8a8-static\""), "x");
+    check("onnxruntime".equals(onnx.runtime()) && !onnx.xnnpackWeightCache(), "ONNX has no XNNPACK cache");
   }
 
   static void testManifestRuntimeChoice() throws Exception {
