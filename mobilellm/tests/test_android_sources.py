@@ -40,3 +40,9 @@ def test_executorch_chat_starts_with_one_bos():
     assert args[5] == "BOS_COUNT" and re.search(r"const val BOS_COUNT = 1\b", src)
     assert "dataFile" in args[4], "the pair's .ptd goes in as dataPath"
     assert "sp.bosId" in src, "the ONNX chat adds BOS itself"
+
+
+def test_benchmark_keeps_the_screen_on():
+    src = (KOTLIN / "BenchmarkActivity.kt").read_text()
+    on = src.index("addFlags(WindowManager.LayoutParams.FLAG_KEEP_SCREEN_ON)")
+    assert on < src.index("thread(name = \"mobilellm-benchmark\")"), "the flag is set before the run starts"

@@ -3,6 +3,7 @@ package org.mobilellm.demo
 import android.app.Activity
 import android.os.Bundle
 import android.util.Log
+import android.view.WindowManager
 import android.widget.ScrollView
 import android.widget.TextView
 import java.io.File
@@ -28,6 +29,9 @@ class BenchmarkActivity : Activity() {
 
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
+        // A multi-minute run must not outlive the screen timeout: with the screen off the app is a
+        // background process on throttled cores, and its timings are not the foreground's.
+        window.addFlags(WindowManager.LayoutParams.FLAG_KEEP_SCREEN_ON)
         view = TextView(this).apply { setPadding(24, 24, 24, 24) }
         setContentView(ScrollView(this).apply { addView(view) })
         val dir = File(intent.getStringExtra("dir") ?: DEFAULT_DIR)
@@ -43,7 +47,10 @@ class BenchmarkActivity : Activity() {
         }
         thread(name = "mobilellm-benchmark") {
             run(dir, only, out, cfg)
-            runOnUiThread { finish() }
+            runOnUiThread {
+                window.clearFlags(WindowManager.LayoutParams.FLAG_KEEP_SCREEN_ON)
+                finish()
+            }
         }
     }
 
