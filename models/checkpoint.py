@@ -72,9 +72,13 @@ def read_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"checkpoint {ckpt} has no weights; expected one of: {', '.join(WEIGHT_FILES)}")
 
 
+# Llama4 (MobileLLM-R1) calls the dense MLP `feed_forward`; LLaMA and this model call it `mlp`.
+_LLAMA4_MLP = (".feed_forward.", ".mlp.")
+
+
 def sanitize(sd: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
     """Checkpoint names -> ours. Drops the unused lm_head beside a shared embedding and rotary
-    caches some exporters save; everything becomes fp32."""
+    caches some exporters save; renames Llama4's feed_forward to mlp; everything becomes fp32."""
     out = {}
     for k, v in sd.items():
         if k.endswith("rotary_emb.inv_freq"):
@@ -83,8 +87,18 @@ def sanitize(sd: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Te
             continue
         if not torch.is_tensor(v):
             raise UserError(f"checkpoint entry {k} is not a tensor")
+        if args.rope_interleaved:
+            k = k.replace(*_LLAMA4_MLP)
         out[k] = v.float()
     return out
+
+
+def check_tokenizer(ckpt: Path, args: ModelArgs) -> None:
+    """A checkpoint's own tokenizer must have exactly the model's vocabulary size."""
+    from mobilellm.models.tokenizer import Tokenizer, tokenizer_file
+    path = tokenizer_file(ckpt)
+    if path is not None:
+        Tokenizer(path).check_vocab(args.vocab_size, exact=True)
 
 
 def load_model(ckpt: Path, max_seq_len: int | None = None, kv_kind: str = "eager",
@@ -92,6 +106,7 @@ def load_model(ckpt: Path, max_seq_len: int | None = None, kv_kind: str = "eager
     args = read_config(ckpt)
     if repeat is not None:
         args = args.replace(repeat=repeat)
+    check_tokenizer(ckpt, args)
     sd = sanitize(read_weights(ckpt), args)
     model = MobileLLM(args, max_seq_len=max_seq_len, kv_kind=kv_kind)
     expected = model.state_dict()
@@ -154,6 +169,8 @@ def save_checkpoint(model: MobileLLM, out: Path, fmt: str = "safetensors", dtype
     cfg = model.args.to_hf_config()
     cfg["torch_dtype"] = str(dtype).removeprefix("torch.")
     sd = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    if model.args.rope_interleaved:  # written as llama4_text: transformers' names
+        sd = {k.replace(*reversed(_LLAMA4_MLP)): v for k, v in sd.items()}
     if fmt == "bin":
         _atomic(out / "pytorch_model.bin", lambda p: torch.save(sd, p))
     elif fmt == "safetensors" and not shard_bytes:

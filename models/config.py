@@ -27,12 +27,35 @@ for _name in ("125M", "350M"):
     PRESETS[f"LS-{_name}"] = dict(PRESETS[_name], repeat=2)
 PRESETS["tiny-LS"] = dict(PRESETS["tiny"], repeat=2)
 
+# MobileLLM-R1 (facebookresearch/MobileLLM-R1 README "Model Architecture"; hub configs are transformers'
+# `llama4_text`): dense GQA, tied embedding, 128,256-entry Llama-3 vocabulary, L2 QK-norm without
+# weights, RoPE on every layer (`no_rope_layers` all 1) in Llama4's interleaved-pair layout, rope_theta
+# 8e6, no rope scaling, no attention temperature tuning, 32k context. Layers/heads/kv heads/dim/hidden
+# dim are from the official README; vocab_size, rope_theta, no_rope_layers, attn_temperature_tuning,
+# attention_chunk_size (32768, i.e. no chunking within the context) and rope_scaling (null) are from a
+# public transcription of the R1-360M config.json (vedantdere/MobileLLM-R1-Pytorch config.py), not from
+# the hub files themselves, which are not reachable here; R1-140M's count (140,248,512) agrees with an
+# independent one (bedio/MobileLLM-R1-140M-2x-HyperCloned). `--checkpoint` reads the real values.
+_R1 = dict(vocab_size=128256, head_dim=64, norm_eps=1e-5, rope_theta=8e6, context_len=32768,
+           rope_interleaved=True, qk_norm=True)
+PRESETS.update({
+    "R1-140M": dict(_R1, n_layers=15, n_heads=9, n_kv_heads=3, dim=576, ffn_hidden=2048),
+    "R1-360M": dict(_R1, n_layers=15, n_heads=16, n_kv_heads=4, dim=1024, ffn_hidden=4096),
+    "R1-950M": dict(_R1, n_layers=22, n_heads=24, n_kv_heads=6, dim=1536, ffn_hidden=6144),
+    # Not released: R1's switches at tiny-random's size, for tests.
+    "tiny-r1-random": dict(PRESETS["tiny-random"], rope_theta=8e6, rope_interleaved=True, qk_norm=True),
+})
+
 # Presets that ship trained weights (Hugging Face format, under models/trained/<name>/): the
 # command, seed and loss curve that made each are in its training.json.
 TRAINED = ("tiny", "tiny-LS")
 
 ALIASES = {f"facebook/MobileLLM-{n}": n for n in ("125M", "350M", "600M", "1B", "1.5B")}
 ALIASES.update({f"facebook/MobileLLM-{n}-layer-share": f"LS-{n}" for n in ("125M", "350M")})
+ALIASES.update({f"facebook/MobileLLM-R1-{n}": f"R1-{n}" for n in ("140M", "360M", "950M")})
+
+# What a llama4_text config.json must say for this (dense, full-attention) model to honour it.
+LLAMA4_SUPPORTED = "a dense llama4_text model: moe_layers [] (or interleave_moe_layer_step 0), full attention"
 
 
 @dataclass(frozen=True)
@@ -52,6 +75,13 @@ class ModelArgs:
     context_len: int = 2048
     repeat: int = 1
     share_embedding: bool = True
+    # Switches MobileLLM-R1 (transformers' Llama4 text model) needs; the defaults are the original MobileLLM.
+    rope_interleaved: bool = False  # RoPE on pairs (x[2i], x[2i+1]) as Llama4 does; False: LLaMA's rotate-half
+    qk_norm: bool = False  # Llama4's weightless RMS ("L2") norm of q and k per head, eps=norm_eps, RoPE layers only
+    nope_layers: tuple[int, ...] = ()  # stored blocks that use no RoPE (Llama4 `no_rope_layers` entries equal to 0)
+    attn_temperature_tuning: bool = False  # on NoPE blocks: q *= 1 + attn_scale * log1p(floor((pos+1)/floor_scale))
+    floor_scale: int = 8192
+    attn_scale: float = 0.1
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -64,6 +94,12 @@ class ModelArgs:
                             f"n_kv_heads ({self.n_kv_heads}) for grouped-query attention")
         if self.head_dim % 2:
             raise UserError(f"model config: head_dim must be even for RoPE, got {self.head_dim}")
+        object.__setattr__(self, "nope_layers", tuple(sorted(int(i) for i in self.nope_layers)))  # JSON gives lists
+        bad = [i for i in self.nope_layers if not 0 <= i < self.n_layers]
+        if bad:
+            raise UserError(f"model config: nope_layers {bad} outside the {self.n_layers} stored blocks")
+        if self.floor_scale < 1:
+            raise UserError(f"model config: floor_scale must be >= 1, got {self.floor_scale}")
 
     # Derived shape facts -------------------------------------------------------------------
     @property
@@ -100,39 +136,119 @@ class ModelArgs:
     # Hugging Face config.json ---------------------------------------------------------------
     @classmethod
     def from_hf_config(cls, cfg: dict, name: str = "checkpoint") -> "ModelArgs":
-        """Reads a facebook/MobileLLM-* config (model_type mobilellm) or a plain llama one.
-        Unknown keys are ignored; missing required ones are named."""
-        required = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+        """Reads a facebook/MobileLLM-* config (model_type mobilellm), a plain llama one, or a
+        MobileLLM-R1 one (llama4_text). Unknown keys are ignored; missing required ones are named;
+        a value the model cannot honour is refused with the field and the supported values."""
+        mt = cfg.get("model_type", "llama")
+        if mt not in ("mobilellm", "llama", "llama4_text"):
+            raise UserError(f"config.json model_type {mt!r} is not supported (valid: mobilellm, llama, llama4_text)")
+        ffn_key = "intermediate_size_mlp" if mt == "llama4_text" else "intermediate_size"
+        required = ("hidden_size", ffn_key, "num_hidden_layers", "num_attention_heads")
         missing = [k for k in required if k not in cfg]
         if missing:
             raise UserError(f"config.json lacks required keys: {', '.join(missing)}")
-        mt = cfg.get("model_type", "llama")
-        if mt not in ("mobilellm", "llama"):
-            raise UserError(f"config.json model_type {mt!r} is not supported (valid: mobilellm, llama)")
-        repeat = int(cfg.get("layer_repeat", 2 if cfg.get("layer_sharing", False) else 1))
-        heads = int(cfg["num_attention_heads"])
-        return cls(
-            n_layers=int(cfg["num_hidden_layers"]), n_heads=heads,
-            n_kv_heads=int(cfg.get("num_key_value_heads", heads)), dim=int(cfg["hidden_size"]),
-            ffn_hidden=int(cfg["intermediate_size"]), vocab_size=int(cfg.get("vocab_size", 32000)),
-            head_dim=int(cfg.get("head_dim", int(cfg["hidden_size"]) // heads)),
-            norm_eps=float(cfg.get("rms_norm_eps", 1e-5)), rope_theta=float(cfg.get("rope_theta", 10000.0)),
-            context_len=int(cfg.get("max_position_embeddings", 2048)), repeat=repeat,
-            share_embedding=bool(cfg.get("share_embedding", True)), name=name,
-        )
+        _refuse_unless(cfg, "hidden_act", ("silu",), "silu")
+        _refuse_unless(cfg, "attention_bias", (False, None), False)
+        _refuse_unless(cfg, "mlp_bias", (False, None), False)
+        heads, n = int(cfg["num_attention_heads"]), int(cfg["num_hidden_layers"])
+        fields = dict(
+            n_layers=n, n_heads=heads, n_kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            dim=int(cfg["hidden_size"]), ffn_hidden=int(cfg[ffn_key]),
+            head_dim=int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads),
+            norm_eps=float(cfg.get("rms_norm_eps", 1e-5)), repeat=int(cfg.get("layer_repeat", 1)), name=name)
+        if mt == "llama4_text":
+            fields.update(_llama4_fields(cfg, n))
+        else:
+            fields.update(
+                vocab_size=int(cfg.get("vocab_size", 32000)), rope_theta=_rope_theta(cfg, 10000.0),
+                context_len=int(cfg.get("max_position_embeddings", 2048)),
+                share_embedding=bool(cfg.get("share_embedding", True)))
+            if "layer_repeat" not in cfg and cfg.get("layer_sharing", False):
+                fields["repeat"] = 2
+        return cls(**fields)
 
     def to_hf_config(self) -> dict:
-        return {
-            "architectures": ["MobileLLMForCausalLM"], "model_type": "mobilellm",
-            "hidden_size": self.dim, "intermediate_size": self.ffn_hidden,
-            "num_hidden_layers": self.n_layers, "num_attention_heads": self.n_heads,
-            "num_key_value_heads": self.n_kv_heads, "head_dim": self.head_dim,
-            "vocab_size": self.vocab_size, "rms_norm_eps": self.norm_eps, "rope_theta": self.rope_theta,
-            "max_position_embeddings": self.context_len, "share_embedding": self.share_embedding,
-            "layer_sharing": self.layer_sharing, "layer_repeat": self.repeat, "mlp_bias": False,
-            "tie_word_embeddings": False, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2,
+        """config.json for this architecture: llama4_text (loadable by transformers' Llama4ForCausalLM)
+        when it uses Llama4's RoPE layout, else the released MobileLLM format. `layer_repeat` is ours."""
+        common = {
+            "hidden_size": self.dim, "num_hidden_layers": self.n_layers, "num_attention_heads": self.n_heads,
+            "num_key_value_heads": self.n_kv_heads, "head_dim": self.head_dim, "vocab_size": self.vocab_size,
+            "rms_norm_eps": self.norm_eps, "rope_theta": self.rope_theta, "rope_scaling": None,
+            "max_position_embeddings": self.context_len, "layer_repeat": self.repeat, "hidden_act": "silu",
             "torch_dtype": "float32",
         }
+        if self.rope_interleaved:
+            return {
+                **common, "architectures": ["Llama4ForCausalLM"], "model_type": "llama4_text",
+                "intermediate_size": self.ffn_hidden, "intermediate_size_mlp": self.ffn_hidden,
+                "tie_word_embeddings": self.share_embedding, "use_qk_norm": self.qk_norm,
+                "no_rope_layers": [0 if i in self.nope_layers else 1 for i in range(self.n_layers)],
+                "attn_temperature_tuning": self.attn_temperature_tuning, "floor_scale": self.floor_scale,
+                "attn_scale": self.attn_scale, "moe_layers": [], "num_local_experts": 0,
+                "interleave_moe_layer_step": 0, "attention_chunk_size": None, "attention_bias": False,
+                "bos_token_id": 1, "eos_token_id": 2,
+            }
+        if self.qk_norm or self.nope_layers:
+            raise UserError("model config: qk_norm and nope_layers need the llama4_text format "
+                            "(rope_interleaved=True); the MobileLLM config.json has no such keys")
+        return {
+            **common, "architectures": ["MobileLLMForCausalLM"], "model_type": "mobilellm",
+            "intermediate_size": self.ffn_hidden, "share_embedding": self.share_embedding,
+            "layer_sharing": self.layer_sharing, "mlp_bias": False, "tie_word_embeddings": False,
+            "bos_token_id": 1, "eos_token_id": 2,
+        }
+
+
+def _refuse_unless(cfg: dict, key: str, ok: tuple, supported) -> None:
+    if key in cfg and cfg[key] not in ok:
+        raise UserError(f"config.json {key} {cfg[key]!r} is not supported; supported: {key} {supported}")
+
+
+def _rope_theta(cfg: dict, default: float) -> float:
+    """RoPE base from `rope_parameters` (transformers 5) or `rope_theta` + `rope_scaling` (earlier
+    files). Any scaling (llama3, yarn, linear, dynamic, ...) is refused: the tables here are plain RoPE."""
+    for key in ("rope_parameters", "rope_scaling"):
+        rp = cfg.get(key)
+        if isinstance(rp, dict) and rp.get("rope_type", rp.get("type", "default")) != "default":
+            raise UserError(f"config.json {key} rope_type {rp.get('rope_type', rp.get('type'))!r} is not "
+                            f"supported; supported: {key} null or rope_type 'default' (no RoPE scaling)")
+    rp = cfg.get("rope_parameters")
+    theta = rp.get("rope_theta") if isinstance(rp, dict) else None
+    return float(theta if theta is not None else cfg.get("rope_theta", default))
+
+
+def _llama4_fields(cfg: dict, n: int) -> dict:
+    """The llama4_text keys, read with transformers' Llama4TextConfig defaults (configuration_llama4.py)."""
+    step = int(cfg.get("interleave_moe_layer_step", 1))
+    moe = cfg.get("moe_layers")
+    if moe is None:  # transformers: range(step - 1, n, step); step 0 (R1) would not get here in transformers
+        moe = list(range(step - 1, n, step)) if step > 0 else []
+    if moe:
+        raise UserError(f"config.json moe_layers {list(moe)} (num_local_experts {cfg.get('num_local_experts', 16)}, "
+                        f"interleave_moe_layer_step {step}): mixture-of-experts layers are not supported; "
+                        f"supported: {LLAMA4_SUPPORTED}")
+    # no_rope_layers: 1 = the layer uses RoPE, 0 = NoPE; empty or missing means every 4th layer is NoPE.
+    interval = int(cfg.get("no_rope_layer_interval", 4))
+    rope = list(cfg.get("no_rope_layers") or [int((i + 1) % interval != 0) for i in range(n)])
+    if len(rope) < n:
+        raise UserError(f"config.json no_rope_layers has {len(rope)} entries for {n} layers; supported: one per layer")
+    context = int(cfg.get("max_position_embeddings", 4096 * 32))
+    chunk = cfg.get("attention_chunk_size", 8192)
+    types = cfg.get("layer_types") or ["chunked_attention" if r and chunk is not None else "full_attention"
+                                       for r in rope[:n]]
+    odd = sorted({t for t in types if t not in ("full_attention", "chunked_attention")})
+    if odd:
+        raise UserError(f"config.json layer_types {odd} are not supported; supported: {LLAMA4_SUPPORTED}")
+    if "chunked_attention" in types and chunk is not None and int(chunk) < context:
+        raise UserError(f"config.json attention_chunk_size {chunk} is below max_position_embeddings {context}: "
+                        f"chunked attention is not supported; supported: attention_chunk_size null or "
+                        f">= max_position_embeddings ({LLAMA4_SUPPORTED})")
+    return dict(
+        vocab_size=int(cfg.get("vocab_size", 202048)), rope_theta=_rope_theta(cfg, 500000.0), context_len=context,
+        share_embedding=bool(cfg.get("tie_word_embeddings", False)), rope_interleaved=True,
+        qk_norm=bool(cfg.get("use_qk_norm", True)), nope_layers=tuple(i for i in range(n) if not rope[i]),
+        attn_temperature_tuning=bool(cfg.get("attn_temperature_tuning", True)),
+        floor_scale=int(cfg.get("floor_scale", 8192)), attn_scale=float(cfg.get("attn_scale", 0.1)))
 
 
 def trained_checkpoint(name: str):

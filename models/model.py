@@ -1,5 +1,9 @@
 """The MobileLLM network: LLaMA-style decoder, shared embedding, GQA, block-wise layer sharing.
 
+MobileLLM-R1 (transformers' Llama4 text model, dense) is the same network with switches from
+ModelArgs: Llama4's interleaved RoPE layout, weightless QK-norm, per-block RoPE on/off and
+attention temperature tuning on NoPE blocks (transformers/models/llama4/modeling_llama4.py).
+
 Module names follow the Hugging Face checkpoints (`model.layers.N.self_attn.q_proj`, ...) so a
 released state dict loads with no renaming. The KV cache lives outside the stored blocks, in
 `kv`: one attention/cache piece per *executed* block (see models/kv.py), because a shared block
@@ -33,39 +37,72 @@ class RMSNorm(nn.Module):
         return (x4 * torch.rsqrt(ms + self.eps)).view(B, -1, D) * self.weight
 
 
-def rope_tables(args: ModelArgs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """cos/sin [context, head_dim] for the rotate-half RoPE of Hugging Face LLaMA, and the
-    [head_dim, head_dim] matrix R with F.linear(x, R) == rotate_half(x) == cat(-x2, x1)."""
+def l2_norm(x, eps: float):
+    """Llama4's weightless q/k norm over head_dim: x * rsqrt(mean(x^2) + eps) (Llama4TextL2Norm).
+    x: [B, T, H, D]; the same XNNPACK-friendly 4-D mean as RMSNorm, on [B, T*H, D, 1]."""
+    B, _, H, D = x.shape
+    x4 = x.reshape(B, -1, D, 1)  # [B, T*H, D, 1]
+    ms = (x4 * x4).mean(dim=(2, 3), keepdim=True)  # [B, T*H, 1, 1]
+    return (x4 * torch.rsqrt(ms + eps)).view(B, -1, H, D)
+
+
+def rope_tables(args: ModelArgs, n_pos: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """cos/sin [n_pos, head_dim] and the [head_dim, head_dim] 0/+-1 matrix R of the rotation partner:
+    rotate-half (Hugging Face LLaMA) F.linear(x, R) == cat(-x2, x1), frequencies repeated per half; or
+    Llama4's interleaved pairs (apply_rotary_emb: (x[2i], x[2i+1]) as one complex number)
+    F.linear(x, R)[2i] == -x[2i+1], [2i+1] == x[2i], each frequency repeated per pair."""
     inv = 1.0 / (args.rope_theta ** (torch.arange(0, args.head_dim, 2, dtype=torch.float64) / args.head_dim))
-    ang = torch.outer(torch.arange(args.context_len, dtype=torch.float64), inv).repeat(1, 2)
+    ang = torch.outer(torch.arange(n_pos, dtype=torch.float64), inv)  # [n_pos, head_dim/2]
     h = args.head_dim // 2
     rot = torch.zeros(args.head_dim, args.head_dim)
-    rot[:h, h:] = -torch.eye(h)  # out[:h] = -x2
-    rot[h:, :h] = torch.eye(h)  # out[h:] = x1
+    if args.rope_interleaved:
+        ang = ang.repeat_interleave(2, dim=1)
+        idx = torch.arange(h)
+        rot[2 * idx, 2 * idx + 1] = -1.0  # out[2i] = -x[2i+1]
+        rot[2 * idx + 1, 2 * idx] = 1.0  # out[2i+1] = x[2i]
+    else:
+        ang = ang.repeat(1, 2)
+        rot[:h, h:] = -torch.eye(h)  # out[:h] = -x2
+        rot[h:, :h] = torch.eye(h)  # out[h:] = x1
     return ang.cos().float(), ang.sin().float(), rot
 
 
+def temperature_table(args: ModelArgs, n_pos: int) -> torch.Tensor:
+    """[n_pos] query scale of Llama4's attention temperature tuning on NoPE blocks (modeling_llama4.py)."""
+    pos = torch.arange(n_pos, dtype=torch.float32)
+    return torch.log1p(torch.floor((pos + 1.0) / args.floor_scale)) * args.attn_scale + 1.0
+
+
 def apply_rope(x, cos, sin, rot):
-    # x: [B, T, H, D]; cos/sin: [1, T, 1, D]. rotate_half as a linear with a 0/+-1 matrix (exact):
+    # x: [B, T, H, D]; cos/sin: [1, T, 1, D]. The partner as a linear with a 0/+-1 matrix (exact):
     # slicing a dynamic-length tensor, or a 4-D matmul's reshapes, would stay outside XNNPACK.
     return x * cos + F.linear(x, rot) * sin
 
 
 class Attention(nn.Module):
-    def __init__(self, a: ModelArgs):
+    def __init__(self, a: ModelArgs, layer: int):
         super().__init__()
-        self.n_heads, self.n_kv, self.hd = a.n_heads, a.n_kv_heads, a.head_dim
+        self.n_heads, self.n_kv, self.hd, self.eps = a.n_heads, a.n_kv_heads, a.head_dim, a.norm_eps
+        self.use_rope = layer not in a.nope_layers
+        self.qk_norm = a.qk_norm and self.use_rope  # Llama4 norms q/k on RoPE layers only
+        self.temperature = a.attn_temperature_tuning and not self.use_rope
         self.q_proj = nn.Linear(a.dim, a.n_heads * a.head_dim, bias=False)
         self.k_proj = nn.Linear(a.dim, a.n_kv_heads * a.head_dim, bias=False)
         self.v_proj = nn.Linear(a.dim, a.n_kv_heads * a.head_dim, bias=False)
         self.o_proj = nn.Linear(a.n_heads * a.head_dim, a.dim, bias=False)
 
-    def forward(self, x, cos, sin, rot, input_pos, start, kv):
+    def forward(self, x, rope, input_pos, start, kv):
         B = x.shape[0]
+        cos, sin, rot, temp = rope
         q = self.q_proj(x).view(B, -1, self.n_heads, self.hd)  # [B, T, H, D]
         k = self.k_proj(x).view(B, -1, self.n_kv, self.hd)  # [B, T, Hkv, D]
         v = self.v_proj(x).view(B, -1, self.n_kv, self.hd)
-        q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
+        if self.use_rope:
+            q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
+        if self.qk_norm:  # after RoPE, as in Llama4TextAttention
+            q, k = l2_norm(q, self.eps), l2_norm(k, self.eps)
+        if self.temperature:
+            q = q * temp  # temp: [1, T, 1, 1]
         y = kv(q, k, v, input_pos, start)  # [B, T, H*D]
         return self.o_proj(y)
 
@@ -82,15 +119,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, a: ModelArgs):
+    def __init__(self, a: ModelArgs, layer: int):
         super().__init__()
-        self.self_attn = Attention(a)
+        self.self_attn = Attention(a, layer)
         self.mlp = MLP(a)
         self.input_layernorm = RMSNorm(a.dim, a.norm_eps)
         self.post_attention_layernorm = RMSNorm(a.dim, a.norm_eps)
 
-    def forward(self, x, cos, sin, rot, input_pos, start, kv):
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, rot, input_pos, start, kv)
+    def forward(self, x, rope, input_pos, start, kv):
+        h = x + self.self_attn(self.input_layernorm(x), rope, input_pos, start, kv)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -98,7 +135,7 @@ class Decoder(nn.Module):
     def __init__(self, a: ModelArgs):
         super().__init__()
         self.embed_tokens = nn.Embedding(a.vocab_size, a.dim)
-        self.layers = nn.ModuleList(Block(a) for _ in range(a.n_layers))  # stored blocks
+        self.layers = nn.ModuleList(Block(a, i) for i in range(a.n_layers))  # stored blocks
         self.norm = RMSNorm(a.dim, a.norm_eps)
 
 
@@ -113,13 +150,17 @@ class MobileLLM(nn.Module):
         self.model = Decoder(args)
         if not args.share_embedding:
             self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
-        cos, sin, rot = rope_tables(args)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
-        self.register_buffer("rope_rot", rot, persistent=False)
         self.max_seq_len = max_seq_len or args.context_len
         if self.max_seq_len > args.context_len:
             raise ValueError(f"max_seq_len {self.max_seq_len} exceeds the model context {args.context_len}")
+        # Tables cover the positions the cache can hold (R1's 32k context would add 16 MB of constants).
+        cos, sin, rot = rope_tables(args, self.max_seq_len)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope_rot", rot, persistent=False)
+        uses_temp = args.attn_temperature_tuning and bool(args.nope_layers)
+        self.register_buffer("attn_temp", temperature_table(args, self.max_seq_len) if uses_temp else None,
+                             persistent=False)
         self.batch = batch
         self.block_schedule = args.schedule  # which stored block each executed step runs
         self.set_kv(kv_kind)
@@ -149,12 +190,14 @@ class MobileLLM(nn.Module):
         hd = self.args.head_dim
         cos = self.rope_cos[pos].view(1, -1, 1, hd)  # [1, T, 1, D]
         sin = self.rope_sin[pos].view(1, -1, 1, hd)
+        temp = self.attn_temp[pos].view(1, -1, 1, 1) if self.attn_temp is not None else None  # [1, T, 1, 1]
+        rope = (cos, sin, self.rope_rot, temp)
         # Pieces that slice the cache get the start position as one SymInt, read once per call:
         # one unbacked symbol for the whole graph keeps torch.export and lowering linear in depth.
         start = start_position(input_pos, T, self.max_seq_len) if self.kv[0].uses_start else None
         h = self.model.embed_tokens(tokens)  # [B, T, dim]
         for i, layer in enumerate(self.block_schedule):  # immediate repeat: L0,L0,L1,L1,...
-            h = self.model.layers[layer](h, cos, sin, self.rope_rot, input_pos, start, self.kv[i])
+            h = self.model.layers[layer](h, rope, input_pos, start, self.kv[i])
         h = self.model.norm(h)
         if self.args.share_embedding and "lm_head" not in self._modules:
             return F.linear(h, self.output_weight())  # [B, T, vocab]

@@ -21,7 +21,8 @@ def test_layer_share_presets_execute_twice():
 
 def test_hub_aliases():
     assert from_name("facebook/MobileLLM-125M-layer-share") == from_name("LS-125M")
-    assert set(ALIASES.values()) <= {"125M", "350M", "600M", "1B", "1.5B", "LS-125M", "LS-350M"}
+    assert set(ALIASES.values()) <= {"125M", "350M", "600M", "1B", "1.5B", "LS-125M", "LS-350M",
+                                     "R1-140M", "R1-360M", "R1-950M"}
 
 
 def test_overrides_build_paper_controls():
