@@ -246,7 +246,7 @@ def wait_for(adb: Adb, out_name: str, artifact: str, timeout: float) -> dict:
 
 
 def bench_one(adb: Adb, ns, art: Path, out_name: str) -> list[dict]:
-    from mobilellm.benchmarks.schema import validate
+    from mobilellm.devices.results import validate
     args = ["am", "start", "-S", "-W", "-n", ACTIVITY, "--es", "dir", ns.remote_dir, "--es", "artifact", art.name,
             "--es", "out", out_name, "--ei", "iters", str(ns.iters), "--ei", "warmup", str(ns.warmup),
             "--ei", "threads", str(ns.threads), "--ei", "prompt_len", str(ns.prompt_len),
@@ -296,11 +296,14 @@ def report(results: Path, ns) -> None:
     except ImportError:
         print(f"report: this mobilellm has no report builder yet; run `{cmd}` when it does")
         return
-    print(f"report: {build_report(paths, ns.out / 'report')}")
+    try:
+        print(f"report: {build_report(paths, ns.out / 'report')}")
+    except UserError as e:  # e.g. a report that does not know the phone's memory metrics yet
+        print(f"report: not built ({e}); the results are saved: build it with `{cmd}`")
 
 
 def main(ns):
-    from mobilellm.benchmarks.schema import save
+    from mobilellm.devices.results import save
     check_args(ns)
     items = collect(ns.artifacts)
     exe = find_adb()

@@ -321,9 +321,9 @@ def pull(ctl: Devicectl, device: Device, bundle_id: str, run_id: str, out: Path,
 
 
 def validate(path: Path) -> list[dict]:
-    from mobilellm.benchmarks import schema
+    from mobilellm.devices import results
     try:
-        return schema.load(path)
+        return results.load(path)
     except UserError as e:
         bad = path.with_name(path.name + ".invalid")
         path.replace(bad)
@@ -348,7 +348,11 @@ def report(paths: list[Path], out_dir: Path) -> None:
     except ImportError:
         print("merge into the report with: mobilellm report " + " ".join(map(str, paths)) + f" --out {out_dir}")
         return
-    print(f"report       {build_report(paths, out_dir)}")
+    try:
+        print(f"report       {build_report(paths, out_dir)}")
+    except UserError as e:  # e.g. a report that does not know the phone's memory metrics yet
+        print(f"report: not built ({e}); build it with: mobilellm report " + " ".join(map(str, paths))
+              + f" --out {out_dir}")
 
 
 def _size_mb(p: Path) -> float:

@@ -24,11 +24,18 @@ needs_jdk = pytest.mark.skipif(
 
 def test_committed_golden_results_validate():
     """The file the app writes for the golden example is a valid results document."""
-    from mobilellm.benchmarks.schema import load
+    from mobilellm.devices.results import load
     recs = load(GOLDEN_RESULTS)
     metrics = {r["metric"] for r in recs}
     assert {"load_ms", "init_ms", "decode_ms", "prefill_ms", "decode_tokens_per_s",
-            "rss_after_init_mb", "rss_after_generate_mb", "size_mb"} <= metrics
+            "pss_after_init_mb", "pss_after_generate_mb", "size_mb"} <= metrics
+    assert not any(m.startswith("rss_") for m in metrics), "Android measures PSS, not RSS"
+    for r in recs:
+        if r["statistic"] != "single":
+            s = r["settings"]
+            assert len(s["raw_samples"]) == r["samples"] == s["iters"] and len(s["warmup_samples"]) == s["warmup"]
+            assert s["thermal_start"] and s["thermal_end"]
+            assert s["xnnpack_weight_cache"] is True
     for m in ("load_ms", "init_ms", "decode_ms", "prefill_ms", "decode_tokens_per_s"):
         assert sorted(r["statistic"] for r in recs if r["metric"] == m) == ["median", "min", "p10", "p90"]
     assert all(r["os"].startswith("Android ") and "(API " in r["os"] for r in recs)
@@ -58,7 +65,7 @@ def test_core_unit_tests(classes):
 
 @needs_jdk
 def test_golden_results_are_what_the_core_writes(classes, tmp_path):
-    from mobilellm.benchmarks.schema import load
+    from mobilellm.devices.results import load
     out = tmp_path / "results.json"
     p = java(classes, "org.mobilellm.core.Tool", "golden", str(GOLDEN_MANIFEST), str(out))
     assert p.returncode == 0, p.stderr
@@ -70,11 +77,13 @@ def test_golden_results_are_what_the_core_writes(classes, tmp_path):
 @needs_jdk
 def test_writer_constants_match_schema(classes):
     from mobilellm.benchmarks import schema
+    from mobilellm.devices.results import PLATFORM_METRICS, metrics
     p = java(classes, "org.mobilellm.core.Tool", "constants")
     assert p.returncode == 0, p.stderr
     c = json.loads(p.stdout)
     assert (c["schema"], c["version"]) == (schema.SCHEMA, schema.VERSION)
-    assert c["metrics"] == schema.METRICS
+    android = {k for k, (_, platform, _) in PLATFORM_METRICS.items() if platform == "android"}
+    assert c["metrics"] == {k: v for k, v in metrics().items() if k in schema.METRICS or k in android}
     assert c["statistics"] == list(schema.STATISTICS)
     assert c["fields"] == list(schema.FIELDS)
 

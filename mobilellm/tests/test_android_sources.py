@@ -46,3 +46,12 @@ def test_benchmark_keeps_the_screen_on():
     src = (KOTLIN / "BenchmarkActivity.kt").read_text()
     on = src.index("addFlags(WindowManager.LayoutParams.FLAG_KEEP_SCREEN_ON)")
     assert on < src.index("thread(name = \"mobilellm-benchmark\")"), "the flag is set before the run starts"
+
+
+def test_timed_forward_copies_no_logits():
+    """Benchmark times Session.run; the [1, T, vocab] logits are copied in lastLogits, after the clock
+    (JVM test: CoreTests.testPrefillTimesTheRunNotTheLogitsCopy)."""
+    src = (KOTLIN / "Runtimes.kt").read_text()
+    for body in re.findall(r"override fun run\(.*?\n    }\n", src, re.S):
+        assert "dataAsFloatArray" not in body and "floatBuffer" not in body, body
+    assert src.count("override fun run(") == 2 and src.count("override fun lastLogits()") == 2

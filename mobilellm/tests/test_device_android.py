@@ -217,7 +217,7 @@ def run(*argv) -> int:
 
 
 def test_pushes_benchmarks_pulls_and_saves(phone, artifacts, tmp_path, capsys):
-    from mobilellm.benchmarks.schema import load
+    from mobilellm.devices.results import load
     out = tmp_path / "out"
     assert run("--artifacts", artifacts, "--out", out, "--iters", 3, "--warmup", 1, "--threads", 2) == 0
     printed = capsys.readouterr()
@@ -290,7 +290,7 @@ def test_several_devices_with_serial(phone, artifacts, tmp_path):
 
 
 def test_one_failing_artifact_keeps_the_others(phone, artifacts, tmp_path, capsys):
-    from mobilellm.benchmarks.schema import load
+    from mobilellm.devices.results import load
     phone.set(app={"LS-tiny_w8a8_onnx.onnx": "error", "*": "ok"})
     out = tmp_path / "o"
     assert run("--artifacts", artifacts, "--out", out, "--no-report") == 2

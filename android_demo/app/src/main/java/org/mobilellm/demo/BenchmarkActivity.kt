@@ -84,7 +84,7 @@ class BenchmarkActivity : Activity() {
                     continue
                 }
                 try {
-                    Benchmark.run({ Runtimes.session(e.file, m, cfg.threads, cfg.loadMode) }, m, cfg, AndroidProbe(),
+                    Benchmark.run({ Runtimes.session(e.file, m, cfg.threads, cfg.loadMode) }, m, cfg, AndroidProbe(this),
                         results) { show("  $it") }
                 } catch (t: Throwable) {
                     Log.e(TAG, "benchmark of ${e.file.name} failed", t)

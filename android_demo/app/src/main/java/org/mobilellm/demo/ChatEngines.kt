@@ -86,7 +86,7 @@ class OrtChat(file: File, private val m: Manifest, tokenizer: File, threads: Int
         stopped = false
         val ids = (listOf(sp.bosId) + sp.encode(prompt)).map { it.toLong() }.toLongArray()
         require(ids.size < m.maxSeqLen) { "the prompt has ${ids.size} tokens; the artifact holds ${m.maxSeqLen}" }
-        var logits = session.forward(ids, 0, true)
+        var logits = Benchmark.forward(session, ids, 0, true)
         val out = ArrayList<Int>()
         var shown = ""
         var pos = ids.size
@@ -99,7 +99,7 @@ class OrtChat(file: File, private val m: Manifest, tokenizer: File, threads: Int
                 onText(text.substring(shown.length))
                 shown = text
             }
-            logits = session.forward(longArrayOf(tok.toLong()), pos, true)
+            logits = Benchmark.forward(session, longArrayOf(tok.toLong()), pos, true)
             pos++
         }
         return out.size

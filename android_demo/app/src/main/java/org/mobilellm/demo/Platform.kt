@@ -1,7 +1,9 @@
 package org.mobilellm.demo
 
+import android.content.Context
 import android.os.Build
 import android.os.Debug
+import android.os.PowerManager
 import java.io.File
 import java.text.SimpleDateFormat
 import java.util.Date
@@ -42,11 +44,28 @@ object DeviceInfo {
     fun context(threads: Int) = Results.Context(device(), os(), runtime(), threads, timestamp())
 }
 
-/** The monotonic clock and this process's proportional set size. */
-class AndroidProbe : Benchmark.Probe {
+/** The monotonic clock, this process's proportional set size and the device's thermal status. */
+class AndroidProbe(context: Context) : Benchmark.Probe {
+    private val power = context.getSystemService(Context.POWER_SERVICE) as PowerManager
+
     override fun nanoTime(): Long = System.nanoTime()
 
     override fun pssMb(): Double = Debug.getPss() / 1024.0 // KiB -> MB as the host counts RSS
+
+    override fun thermal(): String = if (Build.VERSION.SDK_INT >= 29) {
+        when (power.currentThermalStatus) {
+            PowerManager.THERMAL_STATUS_NONE -> "none"
+            PowerManager.THERMAL_STATUS_LIGHT -> "light"
+            PowerManager.THERMAL_STATUS_MODERATE -> "moderate"
+            PowerManager.THERMAL_STATUS_SEVERE -> "severe"
+            PowerManager.THERMAL_STATUS_CRITICAL -> "critical"
+            PowerManager.THERMAL_STATUS_EMERGENCY -> "emergency"
+            PowerManager.THERMAL_STATUS_SHUTDOWN -> "shutdown"
+            else -> "status ${power.currentThermalStatus}"
+        }
+    } else {
+        "unknown (API < 29)"
+    }
 }
 
 /** Writes `text` to `file` so a reader never sees half of it. */

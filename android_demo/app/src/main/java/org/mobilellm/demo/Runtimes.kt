@@ -40,6 +40,7 @@ object Runtimes {
 class ExecuTorchSession(private val path: String, private val threads: Int, private val loadMode: Int) :
     Benchmark.Session {
     private var module: Module? = null
+    private var output: Tensor? = null
 
     override fun load() {
         module = Module.load(path, loadMode, threads)
@@ -49,11 +50,17 @@ class ExecuTorchSession(private val path: String, private val threads: Int, priv
         checkNotNull(module) { "init before load" }.loadMethod("forward")
     }
 
-    override fun forward(ids: LongArray, startPos: Int, commit: Boolean): FloatArray {
+    // The timed part: forward only. The [1, T, vocab] logits stay in the output tensor (16 MB at
+    // T = 128) until lastLogits copies them, after the clock.
+    override fun run(ids: LongArray, startPos: Int, commit: Boolean) {
         val m = checkNotNull(module) { "forward before load" }
         val tokens = Tensor.fromBlob(ids, longArrayOf(1, ids.size.toLong()))
         val pos = Tensor.fromBlob(longArrayOf(startPos.toLong()), longArrayOf(1))
-        val logits = m.forward(EValue.from(tokens), EValue.from(pos))[0].toTensor()
+        output = m.forward(EValue.from(tokens), EValue.from(pos))[0].toTensor()
+    }
+
+    override fun lastLogits(): FloatArray {
+        val logits = checkNotNull(output) { "lastLogits before run" }
         val shape = logits.shape() // [1, T, vocab]
         val vocab = shape[shape.size - 1].toInt()
         val all = logits.dataAsFloatArray
@@ -61,6 +68,7 @@ class ExecuTorchSession(private val path: String, private val threads: Int, priv
     }
 
     override fun close() {
+        output = null
         module?.destroy()
         module = null
     }
@@ -81,6 +89,8 @@ class OrtLlmSession(private val file: File, private val m: Manifest, private val
     private var pastOwned = true // our own empty tensors, else owned by `held`
     private var held: OrtSession.Result? = null
     private var pastLen = 0
+    private var lastResult: OrtSession.Result? = null // an uncommitted run's outputs, until lastLogits
+    private var lastLogitsTensor: OnnxTensor? = null
 
     override fun load() {
         // Reading into the Java heap is the definition of load; a model larger than a third of
@@ -137,10 +147,14 @@ class OrtLlmSession(private val file: File, private val m: Manifest, private val
         pastLen = 0
     }
 
-    override fun forward(ids: LongArray, startPos: Int, commit: Boolean): FloatArray {
+    // The timed part: the session run. The logits are read in lastLogits, after the clock
+    // (OnnxTensor.getFloatBuffer copies the whole [1, T, vocab] output).
+    override fun run(ids: LongArray, startPos: Int, commit: Boolean) {
         val s = checkNotNull(session) { "forward before init" }
         if (startPos == 0 && pastLen != 0) resetCache()
         check(startPos == pastLen) { "the ONNX cache holds $pastLen positions; cannot run at position $startPos" }
+        lastResult?.close()
+        lastResult = null
         val tokens = OnnxTensor.createTensor(env, LongBuffer.wrap(ids), longArrayOf(1, ids.size.toLong()))
         val pos = OnnxTensor.createTensor(env, LongBuffer.wrap(longArrayOf(startPos.toLong())), longArrayOf(1))
         val inputs = HashMap<String, OnnxTensor>()
@@ -153,15 +167,9 @@ class OrtLlmSession(private val file: File, private val m: Manifest, private val
             tokens.close()
             pos.close()
         }
-        val logits = result.get("logits").get() as OnnxTensor
-        val shape = logits.info.shape // [1, T, vocab]
-        val vocab = shape[shape.size - 1].toInt()
-        val fb = logits.floatBuffer
-        val last = FloatArray(vocab)
-        fb.position(fb.limit() - vocab)
-        fb.get(last)
+        lastLogitsTensor = result.get("logits").get() as OnnxTensor
         if (commit) {
-            // keep the presents as the next past without copying: the Result owns them
+            // keep the presents as the next past without copying: the Result owns them (and the logits)
             val presents = pastNames.map { result.get(it.replace("past_key_values.", "present.")).get() as OnnxTensor }
             releaseCache()
             past = presents
@@ -169,12 +177,25 @@ class OrtLlmSession(private val file: File, private val m: Manifest, private val
             held = result
             pastLen = startPos + ids.size
         } else {
-            result.close()
+            lastResult = result
         }
+    }
+
+    override fun lastLogits(): FloatArray {
+        val logits = checkNotNull(lastLogitsTensor) { "lastLogits before run" }
+        val shape = logits.info.shape // [1, T, vocab]
+        val vocab = shape[shape.size - 1].toInt()
+        val fb = logits.floatBuffer
+        val last = FloatArray(vocab)
+        fb.position(fb.limit() - vocab)
+        fb.get(last)
         return last
     }
 
     override fun close() {
+        lastResult?.close()
+        lastResult = null
+        lastLogitsTensor = null
         releaseCache()
         session?.close()
         session = null

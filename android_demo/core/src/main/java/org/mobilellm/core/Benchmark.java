@@ -15,8 +15,12 @@ import java.util.Map;
  *   <li>prefill_ms: one forward of P tokens at position 0 (P = prompt_len, at most max_seq_len / 2).
  *   <li>decode_ms: one forward of 1 token at position P, after a P-token prefill.
  *   <li>decode_tokens_per_s: N greedy tokens after a P-token prefill, N / seconds of those N steps.
- *   <li>memory (PSS) after init and after generation; size on disk from the manifest.
+ *   <li>memory (PSS: pss_after_init_mb, pss_after_generate_mb) after init and after generation;
+ *       size on disk from the manifest.
  * </ul>
+ * Every timing record carries its per-iteration samples (settings.raw_samples, and the discarded
+ * warm-up ones in settings.warmup_samples) and the device's thermal state at the artifact's start
+ * and end (settings.thermal_start, thermal_end).
  */
 public final class Benchmark {
   private Benchmark() {}
@@ -28,11 +32,14 @@ public final class Benchmark {
     void init() throws Exception;
 
     /**
-     * Runs `ids` at positions startPos.. and returns the logits of the last one. Cache entries at
-     * positions >= startPos are replaced; `commit` false lets a runtime whose cache lives outside
-     * the program (ONNX) leave its cache as it was, so a step can be timed repeatedly.
+     * Runs `ids` at positions startPos.. (the timed part: no copy of the [1, T, vocab] logits).
+     * Cache entries at positions >= startPos are replaced; `commit` false lets a runtime whose cache
+     * lives outside the program (ONNX) leave its cache as it was, so a step can be timed repeatedly.
      */
-    float[] forward(long[] ids, int startPos, boolean commit) throws Exception;
+    void run(long[] ids, int startPos, boolean commit) throws Exception;
+
+    /** The logits of the last token of the previous run, copied out of the runtime's output. */
+    float[] lastLogits() throws Exception;
 
     void close();
   }
@@ -47,6 +54,15 @@ public final class Benchmark {
 
     /** Proportional set size of this process in MB, counted as the host's RSS is (KiB / 1024). */
     double pssMb();
+
+    /** The device's thermal state now (Android: PowerManager thermal status, e.g. "none", "light"). */
+    String thermal();
+  }
+
+  /** run, then the last token's logits (decode steps, where the copy is one row). */
+  public static float[] forward(Session s, long[] ids, int startPos, boolean commit) throws Exception {
+    s.run(ids, startPos, commit);
+    return s.lastLogits();
   }
 
   public static final class Config {
@@ -103,12 +119,29 @@ public final class Benchmark {
     return ns / 1e6;
   }
 
-  private static Map<String, Object> settings(Config c, Object... kv) {
+  /** The settings every record of one artifact carries. */
+  private static final class Common {
+    final Map<String, Object> values = new LinkedHashMap<>();
+  }
+
+  private static Map<String, Object> settings(Config c, Common common, Object... kv) {
     Map<String, Object> s = new LinkedHashMap<>();
     s.put("warmup", (long) c.warmup);
     s.put("iters", (long) c.iters);
+    s.putAll(common.values);
     for (int i = 0; i < kv.length; i += 2) s.put((String) kv[i], kv[i + 1]);
     return s;
+  }
+
+  private static Map<String, Object> timed(Map<String, Object> s, List<Double> warm, List<Double> raw) {
+    s.put("warmup_samples", new ArrayList<Object>(warm));
+    s.put("raw_samples", new ArrayList<Object>(raw));
+    return s;
+  }
+
+  /** Records the measurement `ms` as warm-up or measured sample of round i. */
+  private static void add(int i, Config c, List<Double> warm, List<Double> raw, double value) {
+    (i < c.warmup ? warm : raw).add(Results.round(value));
   }
 
   /** Measures one artifact and appends its records to `out`. */
@@ -118,7 +151,10 @@ public final class Benchmark {
     int p = prefillLen(m.maxSeqLen, c.promptLen);
     int n = genLen(m.maxSeqLen, p, c.genTokens);
     int rounds = c.warmup + c.iters;
+    Common common = new Common();
+    common.values.put("thermal_start", probe.thermal());
     List<Double> load = new ArrayList<>(), init = new ArrayList<>();
+    List<Double> loadW = new ArrayList<>(), initW = new ArrayList<>();
     Session s = null;
     for (int i = 0; i < rounds; i++) {
       Session cur = factory.create();
@@ -128,10 +164,8 @@ public final class Benchmark {
         long t1 = probe.nanoTime();
         cur.init();
         long t2 = probe.nanoTime();
-        if (i >= c.warmup) {
-          load.add(ms(t1 - t0));
-          init.add(ms(t2 - t1));
-        }
+        add(i, c, loadW, load, ms(t1 - t0));
+        add(i, c, initW, init, ms(t2 - t1));
       } catch (Exception e) {
         cur.close();
         throw e;
@@ -143,50 +177,58 @@ public final class Benchmark {
       double pssInit = probe.pssMb();
       long[] prompt = promptIds(p, m.vocabSize);
       List<Double> prefill = new ArrayList<>(), prefillTps = new ArrayList<>();
-      float[] logits = null;
+      List<Double> prefillW = new ArrayList<>(), prefillTpsW = new ArrayList<>();
       for (int i = 0; i < rounds; i++) {
         long t0 = probe.nanoTime();
-        logits = s.forward(prompt, 0, true);
+        s.run(prompt, 0, true);
         long t1 = probe.nanoTime();
-        if (i >= c.warmup) {
-          prefill.add(ms(t1 - t0));
-          prefillTps.add(p / ((t1 - t0) / 1e9));
-        }
+        add(i, c, prefillW, prefill, ms(t1 - t0));
+        add(i, c, prefillTpsW, prefillTps, p / ((t1 - t0) / 1e9));
       }
+      float[] logits = s.lastLogits(); // after the clock: the copy is not prefill
       checkLogits(logits, m);
       long next = argmax(logits);
-      List<Double> decode = new ArrayList<>();
+      List<Double> decode = new ArrayList<>(), decodeW = new ArrayList<>();
       for (int i = 0; i < rounds; i++) {
         long t0 = probe.nanoTime();
-        s.forward(new long[] {next}, p, false);
+        s.run(new long[] {next}, p, false);
         long t1 = probe.nanoTime();
-        if (i >= c.warmup) decode.add(ms(t1 - t0));
+        add(i, c, decodeW, decode, ms(t1 - t0));
       }
       log.line(m.artifact + ": prefill/decode done");
-      List<Double> gen = new ArrayList<>();
+      List<Double> gen = new ArrayList<>(), genW = new ArrayList<>();
       for (int i = 0; i < rounds; i++) {
-        long tok = argmax(s.forward(prompt, 0, true));
+        s.run(prompt, 0, true);
+        long tok = argmax(s.lastLogits());
         long t0 = probe.nanoTime();
-        for (int k = 0; k < n; k++) tok = argmax(s.forward(new long[] {tok}, p + k, true));
+        for (int k = 0; k < n; k++) tok = argmax(forward(s, new long[] {tok}, p + k, true));
         long t1 = probe.nanoTime();
-        if (i >= c.warmup) gen.add(n / ((t1 - t0) / 1e9));
+        add(i, c, genW, gen, n / ((t1 - t0) / 1e9));
       }
       double pssGen = probe.pssMb();
+      common.values.put("thermal_end", probe.thermal());
+      if (m.runtime() != null && m.runtime().equals("executorch")) {
+        common.values.put("xnnpack_weight_cache", m.xnnpackWeightCache());
+      }
       log.line(m.artifact + ": generation done");
 
       Object lm = c.loadMode;
-      out.addSamples(m, "load_ms", Stats.toArray(load), settings(c, "load_mode", lm, "page_cache", "warm"), null);
-      out.addSamples(m, "init_ms", Stats.toArray(init), settings(c, "load_mode", lm), null);
-      out.addSamples(m, "prefill_ms", Stats.toArray(prefill), settings(c, "prompt_len", (long) p), null);
+      out.addSamples(m, "load_ms", Stats.toArray(load),
+          timed(settings(c, common, "load_mode", lm, "page_cache", "warm"), loadW, load), null);
+      out.addSamples(m, "init_ms", Stats.toArray(init), timed(settings(c, common, "load_mode", lm), initW, init), null);
+      out.addSamples(m, "prefill_ms", Stats.toArray(prefill),
+          timed(settings(c, common, "prompt_len", (long) p), prefillW, prefill), null);
       out.addSamples(m, "prefill_tokens_per_s", Stats.toArray(prefillTps),
-          settings(c, "prompt_len", (long) p), null);
-      out.addSamples(m, "decode_ms", Stats.toArray(decode), settings(c, "decode_position", (long) p), null);
+          timed(settings(c, common, "prompt_len", (long) p), prefillTpsW, prefillTps), null);
+      out.addSamples(m, "decode_ms", Stats.toArray(decode),
+          timed(settings(c, common, "decode_position", (long) p), decodeW, decode), null);
       out.addSamples(m, "decode_tokens_per_s", Stats.toArray(gen),
-          settings(c, "prompt_len", (long) p, "gen_tokens", (long) n, "sampling", "greedy"), null);
-      String pss = "PSS of the app process (Debug.getPss), not RSS";
-      out.addSingle(m, "rss_after_init_mb", pssInit, settings(c, "memory", "pss"), pss);
-      out.addSingle(m, "rss_after_generate_mb", pssGen,
-          settings(c, "memory", "pss", "positions", (long) (p + n)), pss);
+          timed(settings(c, common, "prompt_len", (long) p, "gen_tokens", (long) n, "sampling", "greedy"), genW, gen),
+          null);
+      String pss = "PSS of the app process (Debug.getPss)";
+      out.addSingle(m, "pss_after_init_mb", pssInit, settings(c, common, "memory", "pss"), pss);
+      out.addSingle(m, "pss_after_generate_mb", pssGen,
+          settings(c, common, "memory", "pss", "positions", (long) (p + n)), pss);
       out.addSingle(m, "kv_cache_mb", kvCacheMb(m), null, "computed: float32 K and V, " + m.executedBlocks
           + " executed blocks x " + m.maxSeqLen + " positions (max_seq_len)");
       out.addSingle(m, "size_mb", m.fileBytes / 1e6, null, "file size from the manifest");

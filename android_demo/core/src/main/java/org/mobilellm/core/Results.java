@@ -15,7 +15,10 @@ public final class Results {
   public static final String SCHEMA = "mobilellm.results";
   public static final int VERSION = 1;
 
-  /** metric -> unit, as METRICS in benchmarks/schema.py. */
+  /**
+   * metric -> unit, as METRICS in benchmarks/schema.py, plus the memory metrics named for what the
+   * platforms measure (mobilellm/devices/results.py PLATFORM_METRICS): Android's is PSS.
+   */
   public static final Map<String, String> METRICS = new LinkedHashMap<>();
 
   static {
@@ -24,6 +27,7 @@ public final class Results {
       {"decode_tokens_per_s", "tokens/s"}, {"prefill_tokens_per_s", "tokens/s"},
       {"rss_after_init_mb", "MB"}, {"rss_after_generate_mb", "MB"}, {"kv_cache_mb", "MB"},
       {"size_mb", "MB"}, {"perplexity", ""}, {"top1_agreement", ""}, {"kl_divergence", "nats"},
+      {"pss_after_init_mb", "MB"}, {"pss_after_generate_mb", "MB"},
     };
     for (String[] kv : m) METRICS.put(kv[0], kv[1]);
   }

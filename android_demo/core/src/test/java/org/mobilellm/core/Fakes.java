@@ -22,6 +22,11 @@ final class Fakes {
       return pssCalls++ == 0 ? 210.5 : 231.25;
     }
 
+    @Override
+    public String thermal() {
+      return "none";
+    }
+
     int ticks = 0;
 
     /** Advance by `ms`, varied by up to 4% with the number of steps so percentiles differ. */
@@ -58,13 +63,24 @@ final class Fakes {
       ready = true;
     }
 
+    long last = -1;
+    /** Milliseconds the copy of the logits costs (outside every timing but decode throughput). */
+    double copyMs = 0;
+
     @Override
-    public float[] forward(long[] ids, int startPos, boolean commit) {
+    public void run(long[] ids, int startPos, boolean commit) {
       if (!ready) throw new IllegalStateException("forward before init");
       clock.advance(ids.length == 1 ? 15 : 2 + 0.9 * ids.length);
       calls++;
+      last = ids[ids.length - 1];
+    }
+
+    @Override
+    public float[] lastLogits() {
+      if (last < 0) throw new IllegalStateException("lastLogits before run");
+      if (copyMs > 0) clock.now += (long) (copyMs * 1e6);
       float[] logits = new float[vocab];
-      logits[(int) ((ids[ids.length - 1] * 31 + 7) % vocab)] = 1;
+      logits[(int) ((last * 31 + 7) % vocab)] = 1;
       return logits;
     }
 
