@@ -25,6 +25,8 @@ def main(ns):
         "kv_heads": args.n_kv_heads, "head_dim": args.head_dim, "ffn_hidden": args.ffn_hidden,
         "vocab_size": args.vocab_size, "context_len": args.context_len, "share_embedding": args.share_embedding,
         "parameters": args.param_count(), "kv_cache_mb_fp32": round(kv_mb, 2), "max_seq_len": ns.max_seq_len,
+        "rope": _rope(args), "rope_theta": args.rope_theta, "qk_norm": args.qk_norm,
+        "nope_layers": list(args.nope_layers), "attn_temperature_tuning": args.attn_temperature_tuning,
         "weights": weights,
     }
     if ns.json:
@@ -36,7 +38,14 @@ def main(ns):
           f"head_dim {args.head_dim})")
     print(f"vocab / context  {args.vocab_size} / {args.context_len}; "
           f"embedding {'shared with output' if args.share_embedding else 'separate output head'}")
+    print(f"attention        RoPE {_rope(args)} (theta {args.rope_theta:g}), QK-norm {'on' if args.qk_norm else 'off'}"
+          + (f", NoPE blocks {list(args.nope_layers)}" if args.nope_layers else "")
+          + (" with temperature tuning" if args.nope_layers and args.attn_temperature_tuning else ""))
     print(f"parameters       {args.param_count():,}")
     print(f"KV cache         {kv_mb:.1f} MiB fp32 at {ns.max_seq_len} positions ({args.n_executed} slots)")
     print(f"weights          {weights}")
     return 0
+
+
+def _rope(args) -> str:
+    return "interleaved pairs (Llama4)" if args.rope_interleaved else "rotate-half (LLaMA)"

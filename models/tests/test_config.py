@@ -60,3 +60,34 @@ def test_bad_configs():
         from_name("125M", n_kv_heads=4)
     with pytest.raises(UserError, match="model_type 'gpt2'"):
         ModelArgs.from_hf_config({**from_name("125M").to_hf_config(), "model_type": "gpt2"})
+
+
+# MobileLLM-R1: computed from the architecture (tied embedding, no QK-norm weights); the README's
+# rounded figures are 140M / 359M / 949M.
+R1_TABLE = {"R1-140M": 140_248_512, "R1-360M": 359_431_168, "R1-950M": 949_685_760}
+
+
+@pytest.mark.parametrize("name,count", R1_TABLE.items())
+def test_r1_param_counts_and_aliases(name, count):
+    a = from_name(name)
+    assert a.param_count() == count and from_name(f"facebook/MobileLLM-{name}") == a
+    assert a.rope_interleaved and a.qk_norm and a.share_embedding and a.vocab_size == 128256
+
+
+def test_r1_embedding_is_the_largest_tensor():
+    a = from_name("R1-950M")
+    assert a.vocab_size * a.dim == 197_001_216
+
+
+def test_r1_hf_config_roundtrip_with_sharing():
+    a = from_name("tiny-r1-random", repeat=2, nope_layers=[1], attn_temperature_tuning=True)
+    cfg = a.to_hf_config()
+    assert cfg["model_type"] == "llama4_text" and cfg["no_rope_layers"] == [1, 0]
+    assert ModelArgs.from_hf_config(cfg) == a
+
+
+def test_info_prints_r1_count(capsys):
+    from mobilellm.cli import main
+    assert main(["info", "R1-950M"]) == 0
+    out = capsys.readouterr().out
+    assert "949,685,760" in out and "interleaved pairs (Llama4)" in out and "QK-norm on" in out
