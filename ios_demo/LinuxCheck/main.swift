@@ -32,8 +32,12 @@ func goldenRecords(manifests: [ArtifactManifest]) throws -> [ResultRecord] {
     s.rssAfterGenerateMB = 190.25 * scale
     s.peakMB = 231.0 * scale
     s.sizeBytes = m.fileBytes ?? 0
+    s.thermalStart = "nominal"
+    s.thermalEnd = "nominal"
+    s.prefillChunks = try promptChunks(count: p, lengths: m.io.chunkLengths)
     let runtime: [String: JSONValue] = coreML ? ["compute_units": .string("all")]
-                                              : ["load_mode": .string("mmap_mlock_ignore_errors")]
+                                              : ["load_mode": .string("mmap_mlock_ignore_errors"),
+                                                 "xnnpack_weight_cache": .bool(m.xnnpackWeightCache)]
     records += artifactRecords(s, manifest: m, context: ctx, settings: settings, promptLen: p, genTokens: n,
                                runtimeSettings: runtime)
   }
@@ -68,6 +72,8 @@ func run(_ args: [String]) throws {
     let r = ResultRecord(context: ctx, metric: rest[1], value: Double(rest[3]) ?? .nan, statistic: rest[2],
                          samples: Int(rest[4]) ?? 0)
     do { try ResultsSchema.validate(r); try emit(.string("ok")) } catch { try emit(.string("\(error)")) }
+  case "chunks":  // COUNT LENGTH...: how a prompt is fed to a model taking only those lengths
+    try emit(.array(try promptChunks(count: Int(rest[0])!, lengths: rest.dropFirst().compactMap { Int($0) }).map { .int($0) }))
   case "plan":
     let s = BenchSettings()
     let (p, n) = try s.plan(maxSeqLen: Int(rest[0])!)

@@ -16,7 +16,8 @@ import pytest
 
 from mobilellm.benchmarks import schema
 from mobilellm.cli import main as cli_main
-from mobilellm.devices import ios
+from mobilellm.devices import ios, results
+from mobilellm.devices import results as results_mod
 
 ROOT = Path(__file__).resolve().parents[2]
 IOS_DEMO = ROOT / "ios_demo"
@@ -235,15 +236,20 @@ def error_of(capsys, *argv: str) -> str:
 
 
 def test_golden_results_follow_the_schema():
-    records = schema.load(GOLDEN_RESULTS)
+    records = results.load(GOLDEN_RESULTS)
     assert {r["artifact"] for r in records} == set(GOLDEN_ARTIFACTS)
     for name in GOLDEN_ARTIFACTS:
         mine = [r for r in records if r["artifact"] == name]
         for metric in TIMINGS:
             stats = sorted(r["statistic"] for r in mine if r["metric"] == metric)
             assert stats == ["median", "min", "p10", "p90"], (name, metric)
-        for metric in ("rss_after_init_mb", "rss_after_generate_mb", "size_mb", "kv_cache_mb"):
+        for metric in ("phys_footprint_after_init_mb", "phys_footprint_after_generate_mb", "size_mb", "kv_cache_mb"):
             assert [r["statistic"] for r in mine if r["metric"] == metric] == ["single"]
+        assert not any(r["metric"].startswith("rss_") for r in mine), "iOS measures phys_footprint, not RSS"
+        for r in mine:
+            if r["statistic"] != "single" and r["metric"] in TIMINGS:
+                assert len(r["settings"]["raw_samples"]) == r["samples"] and "warmup_samples" in r["settings"]
+            assert r["settings"]["thermal_start"] == r["settings"]["thermal_end"] == "nominal"
         for r in mine:
             assert set(schema.FIELDS) - {"note"} <= set(r) | {"settings"}
             assert set(r["runtime"]) == {"executorch", "coreml", "app"} and r["runtime"]["executorch"] == "1.5.1"
@@ -258,6 +264,52 @@ def test_golden_results_follow_the_schema():
         assert kv["value"] == round(kv_cache_bytes(m) / 1e6, 4)
         [size] = [r for r in records if r["artifact"] == name and r["metric"] == "size_mb"]
         assert size["value"] == round(m["sizes"]["file_bytes"] / 1e6, 4)
+
+
+def test_golden_core_ml_prefill_is_one_the_model_takes():
+    """The Core ML export takes 1, 2, 4, ... 64 tokens per call; a 128-token prefill is 64 + 64, as the
+    host's CoreMLSession.forward feeds it (never one call of 128)."""
+    from mobilellm.export.backends.coreml import CHUNKS
+    from mobilellm.manifest import read_manifest
+    m = read_manifest(GOLDEN / GOLDEN_ARTIFACTS[1])
+    lengths = m["io"]["chunk_lengths"]
+    assert lengths == sorted(CHUNKS) == m["io"]["inputs"][0]["enumerated_T"]
+    for r in results.load(GOLDEN_RESULTS):
+        chunks = r.get("settings", {}).get("prefill_chunks")
+        if r["backend"] == "coreml" and r["metric"] in TIMINGS:
+            assert chunks == host_chunks(r["settings"]["prompt_len"], lengths) == [64, 64]
+            assert all(c in lengths for c in chunks)
+        elif r["metric"] in TIMINGS:
+            assert chunks == [r["settings"]["prompt_len"]] and r["settings"]["xnnpack_weight_cache"] is True
+
+
+def host_chunks(n: int, lengths: list[int]) -> list[int]:
+    """export/backends/coreml.py CoreMLSession.forward's feeding, as a list of call lengths."""
+    out, i = [], 0
+    while i < n:
+        t = next(t for t in sorted(lengths, reverse=True) if t <= n - i)
+        out.append(t)
+        i += t
+    return out
+
+
+def test_swift_sources_feed_core_ml_in_chunks_and_set_the_runner():
+    """What the Swift apps must do, read from their sources (no Xcode here)."""
+    eng = IOS_DEMO / "MobileLLMDemo" / "Engines"
+    coreml = (eng / "CoreMLSession.swift").read_text()
+    assert "for n in try prefillChunks(count: tokens.count)" in coreml and "promptChunks(count:" in coreml
+    # load as the host's (the description read), init = compile + load + state
+    body = coreml[coreml.index("func open() async throws"):]
+    load, init = body.split("let loadMs = ms(since: t0)")[:2]
+    assert "compileModel" not in load and "MLModel.load" not in load
+    assert init.index("compileModel") < init.index("MLModel.load") < init.index("makeState") < init.index("let initMs")
+    chat = (IOS_DEMO / "MobileLLMDemo" / "Views" / "ChatView.swift").read_text()
+    assert "$0.isEchoEnabled = false" in chat and "$0.bosCount = 1" in chat
+    et = (eng / "ExecuTorchSession.swift").read_text()
+    assert 'BackendOption("weight_cache_enabled", weightCache)' in et and 'try m.load("forward", options: options)' in et
+    assert "Module(filePath: url.path, dataFilePaths: [d.path], loadMode: loadMode)" in et
+    core = (IOS_DEMO / "MobileLLMDemo" / "Core" / "MobileLLMCore.swift").read_text()
+    assert 'weightCacheSafe: Set<String> = ["fp32", "w8a8", "8da4w"]' in core
 
 
 def test_golden_manifests_are_what_export_writes():
@@ -325,7 +377,7 @@ def test_copies_runs_and_pulls(fake_phone, artifacts, tmp_path, capsys, monkeypa
 
     # the results came back, valid, one set per artifact, and went to the report
     [results] = out.glob("results-iphone-13-*.json")
-    records = schema.load(results)
+    records = results_mod.load(results)
     names = {"tiny-random_w8a8_executorch.pte", "tiny-random_fp16_coreml.mlpackage"}
     assert {r["artifact"] for r in records} == names
     assert {r["backend"] for r in records} == {"executorch", "coreml"}
@@ -385,7 +437,7 @@ def test_picks_the_phone_by_udid(fake_phone, artifacts, tmp_path, capsys):
     udid = phone(2)["hardwareProperties"]["udid"]
     assert run("--artifacts", artifacts, "--udid", udid, "--out", tmp_path / "out") == 0
     [results] = (tmp_path / "out").glob("results-iphone-15-pro-*.json")
-    assert schema.load(results)[0]["device"] == "iPhone 15 Pro"
+    assert results_mod.load(results)[0]["device"] == "iPhone 15 Pro"
     assert (fake_phone.documents(2) / "artifacts").is_dir() and not fake_phone.documents(1).exists()
 
 
@@ -474,7 +526,14 @@ def swift(exe: Path, *args) -> object:
 def test_swift_writes_the_golden_results(linuxcheck):
     doc = swift(linuxcheck, "golden", *(GOLDEN / n for n in GOLDEN_ARTIFACTS))
     assert doc == json.loads(GOLDEN_RESULTS.read_text())
-    schema.validate(doc)
+    results.validate(doc)
+
+
+def test_swift_feeds_prompts_as_the_host(linuxcheck):
+    lengths = [1, 2, 4, 8, 16, 32, 64]
+    for n in (1, 37, 64, 100, 128, 255):
+        assert swift(linuxcheck, "chunks", n, *lengths) == host_chunks(n, lengths), n
+    assert swift(linuxcheck, "chunks", 5) == [5]
 
 
 def test_swift_statistics_are_numpys(linuxcheck):

@@ -5,7 +5,8 @@ import Foundation
 ///   prefill_ms          one forward of P tokens at position 0
 ///   decode_ms           one forward of 1 token at position P, after a P-token prefill
 ///   decode_tokens_per_s N greedy tokens after a P-token prefill, argmax included
-///   rss_*_mb            phys_footprint after init and after the generations; size_mb on disk
+///   phys_footprint_*_mb phys_footprint after init and after the generations; size_mb on disk
+/// Warm-up and per-iteration samples, and ProcessInfo.thermalState at start and end, go in settings.
 /// Warmup runs are discarded; timings give median, p10, p90 and min records (artifactRecords).
 struct BenchmarkRunner {
   var settings: BenchSettings
@@ -17,6 +18,10 @@ struct BenchmarkRunner {
     guard let vocab = m.vocabSize else { throw CoreError("\(a.name): manifest has no model.args.vocab_size") }
     let (p, n) = try s.plan(maxSeqLen: m.maxSeqLen)
     var out = BenchSamples()
+    out.thermalStart = DeviceInfo.thermalState
+    func keep(_ metric: String, _ i: Int, _ warm: Int, _ v: Double, _ into: inout [Double]) {
+      if i >= warm { into.append(v) } else { out.warmup[metric, default: []].append(v) }
+    }
 
     log("\(a.name): load + init x\(s.loadWarmup + s.loadIters)")
     var session: LLMSession? = nil
@@ -24,7 +29,8 @@ struct BenchmarkRunner {
       session = nil  // the previous runtime object goes before the next one comes
       let fresh = try Runtimes.session(for: a)
       let t = try await fresh.open()
-      if i >= s.loadWarmup { out.loadMs.append(t.loadMs); out.initMs.append(t.initMs) }
+      keep("load_ms", i, s.loadWarmup, t.loadMs, &out.loadMs)
+      keep("init_ms", i, s.loadWarmup, t.initMs, &out.initMs)
       session = fresh
     }
     guard let llm = session else { throw CoreError("no load+init cycle ran") }
@@ -32,18 +38,19 @@ struct BenchmarkRunner {
 
     log("\(a.name): prefill \(p) tokens x\(s.warmup + s.iters)")
     let prompt = benchmarkPrompt(count: p, vocabSize: vocab)
+    out.prefillChunks = try llm.prefillChunks(count: p)
     for i in 0..<(s.warmup + s.iters) {
       try llm.reset()
       let t0 = now()
       _ = try llm.forward(prompt, startPos: 0)
-      if i >= s.warmup { out.prefillMs.append(ms(since: t0)) }
+      keep("prefill_ms", i, s.warmup, ms(since: t0), &out.prefillMs)
     }
 
     log("\(a.name): decode at position \(p) x\(s.warmup + s.iters)")
     for i in 0..<(s.warmup + s.iters) {  // the same step each time: position P, cache filled to P
       let t0 = now()
       _ = try llm.forward([benchmarkDecodeToken], startPos: p)
-      if i >= s.warmup { out.decodeMs.append(ms(since: t0)) }
+      keep("decode_ms", i, s.warmup, ms(since: t0), &out.decodeMs)
     }
 
     log("\(a.name): generate \(n) tokens x\(s.genWarmup + s.genIters)")
@@ -52,10 +59,11 @@ struct BenchmarkRunner {
       var logits = try llm.forward(prompt, startPos: 0)
       let t0 = now()
       for pos in p..<(p + n) { logits = try llm.forward([argmax(logits)], startPos: pos) }
-      if i >= s.genWarmup { out.decodeTokensPerS.append(Double(n) / (ms(since: t0) / 1000)) }
+      keep("decode_tokens_per_s", i, s.genWarmup, Double(n) / (ms(since: t0) / 1000), &out.decodeTokensPerS)
     }
     if let f = DeviceInfo.footprint() { out.rssAfterGenerateMB = f.current; out.peakMB = f.peak }
-    out.sizeBytes = sizeOnDisk(a.url)
+    out.sizeBytes = a.manifest.fileBytes ?? sizeOnDisk(a.url)  // a .pte + .ptd pair: both files
+    out.thermalEnd = DeviceInfo.thermalState
 
     let ctx = RecordContext(manifest: m, device: DeviceInfo.description(hostName: hostDeviceName), os: DeviceInfo.os,
                             runtime: DeviceInfo.runtime, threads: llm.threads, timestamp: isoTimestamp())

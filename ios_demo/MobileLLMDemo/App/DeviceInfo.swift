@@ -31,6 +31,17 @@ enum DeviceInfo {
     ["executorch": ExecuTorchSession.version, "coreml": os, "app": appVersion]
   }
 
+  /// ProcessInfo.thermalState: "nominal", "fair", "serious" or "critical".
+  static var thermalState: String {
+    switch ProcessInfo.processInfo.thermalState {
+    case .nominal: return "nominal"
+    case .fair: return "fair"
+    case .serious: return "serious"
+    case .critical: return "critical"
+    @unknown default: return "unknown"
+    }
+  }
+
   /// Performance cores: the thread count of ExecuTorch's threadpool.
   static var performanceCores: Int {
     var n: Int32 = 0

@@ -80,6 +80,9 @@ public struct ModelIO: Equatable {
   public var position = "input_pos"
   public var logits = "logits"
   public var states: [String] = []
+  /// Token counts the model takes per call (the Core ML export's enumerated T: 1, 2, 4, ... 64);
+  /// empty when the manifest names none (any length).
+  public var chunkLengths: [Int] = []
 
   public init() {}
 
@@ -119,7 +122,27 @@ public struct ModelIO: Equatable {
       logits = l.name
     }
     states = entries(io["states"]).map(\.name)
+    // export/backends/coreml.py io_contract: "chunk_lengths", and "enumerated_T" on the tokens input
+    let enumerated = io["inputs"]?.array?.first { $0["name"]?.string == tokens }?["enumerated_T"]
+    chunkLengths = ((io["chunk_lengths"] ?? enumerated)?.array ?? []).compactMap(\.int).sorted()
   }
+}
+
+/// How a prompt of `count` tokens is fed to a model that takes only `lengths` tokens per call: the
+/// largest length that fits, then the rest (37 with 1...64 = 32 + 4 + 1), as the host's
+/// CoreMLSession.forward; one call of `count` when `lengths` is empty.
+public func promptChunks(count: Int, lengths: [Int]) throws -> [Int] {
+  guard !lengths.isEmpty else { return count > 0 ? [count] : [] }
+  let desc = lengths.sorted(by: >)
+  var out: [Int] = [], left = count
+  while left > 0 {
+    guard let n = desc.first(where: { $0 <= left }) else {
+      throw CoreError("\(left) tokens cannot be fed in chunks of \(lengths.sorted())")
+    }
+    out.append(n)
+    left -= n
+  }
+  return out
 }
 
 public struct ArtifactManifest: Equatable {
@@ -144,6 +167,8 @@ public struct ArtifactManifest: Equatable {
   public let sha256: String?
   public let fileBytes: Int?
   public let io: ModelIO
+  /// The `.ptd` holding the weights (exported with --external-weights), beside the artifact; or nil.
+  public let dataFile: String?
   public let raw: JSONValue
 
   /// `<artifact>.manifest.json` beside the artifact, as manifest_path() names it.
@@ -191,11 +216,26 @@ public struct ArtifactManifest: Equatable {
     sha256 = doc["sha256"]?.string
     fileBytes = doc["sizes"]?["file_bytes"]?.int
     io = ModelIO(section: doc["io"])
+    dataFile = doc["data_file"]?.string
     raw = doc
-    if let data = doc["data_file"]?.string {  // ExecuTorch's TextRunner (the chat screen) takes no data file
-      throw CoreError("\(artifact) keeps its weights in \(data) (exported with --external-weights); this app runs "
-                      + "single-file .pte programs: export without --external-weights")
+  }
+
+  /// Schemes whose XNNPACK packed weights do not depend on activation quantization parameters
+  /// (export/backends/executorch.py CACHE_SAFE): the weight cache is on for these, off otherwise.
+  public static let weightCacheSafe: Set<String> = ["fp32", "w8a8", "8da4w"]
+  public var xnnpackWeightCache: Bool { Self.weightCacheSafe.contains(scheme) }
+
+  /// Why the chat screen cannot run this artifact, or nil. ExecuTorch's TextRunner takes neither a
+  /// data file nor backend options (so its XNNPACK weight cache stays at the package's default: on).
+  public var chatRefusal: String? {
+    guard artifact.hasSuffix(".pte") else { return nil }
+    if let d = dataFile {
+      return "\(artifact) keeps its weights in \(d); ExecuTorch's TextRunner takes no data file (the benchmark runs the pair)"
     }
+    if !xnnpackWeightCache {
+      return "scheme \(scheme) needs XNNPACK's weight cache off; TextRunner takes no backend options (the benchmark runs it)"
+    }
+    return nil
   }
 }
 
@@ -231,6 +271,8 @@ public enum ResultsSchema {
     "decode_tokens_per_s": "tokens/s", "prefill_tokens_per_s": "tokens/s",
     "rss_after_init_mb": "MB", "rss_after_generate_mb": "MB", "kv_cache_mb": "MB", "size_mb": "MB",
     "perplexity": "", "top1_agreement": "", "kl_divergence": "nats",
+    // memory named for what iOS measures (mobilellm/devices/results.py PLATFORM_METRICS)
+    "phys_footprint_after_init_mb": "MB", "phys_footprint_after_generate_mb": "MB",
   ]
   public static let statistics = ["median", "mean", "min", "max", "p10", "p90", "single"]
   /// MB as `mobilellm bench` counts them: memory in 2^20 bytes (as RSS in KiB / 1024), sizes in 10^6 bytes.
@@ -384,6 +426,13 @@ public struct BenchSettings: Equatable {
 
 /// Raw measurements of one artifact, as BenchmarkRunner takes them on the phone.
 public struct BenchSamples: Equatable {
+  /// Discarded warm-up samples per metric (load_ms, init_ms, prefill_ms, decode_ms, decode_tokens_per_s).
+  public var warmup: [String: [Double]] = [:]
+  /// ProcessInfo.thermalState at the artifact's start and end ("nominal", "fair", "serious", "critical").
+  public var thermalStart = "unknown"
+  public var thermalEnd = "unknown"
+  /// Token counts of the prefill's calls (Core ML: the enumerated chunks; else one call of P).
+  public var prefillChunks: [Int] = []
   public var loadMs: [Double] = []
   public var initMs: [Double] = []
   public var prefillMs: [Double] = []
@@ -401,21 +450,34 @@ public struct BenchSamples: Equatable {
 public func artifactRecords(_ s: BenchSamples, manifest m: ArtifactManifest, context ctx: RecordContext,
                             settings: BenchSettings, promptLen p: Int, genTokens n: Int,
                             runtimeSettings: [String: JSONValue] = [:]) -> [ResultRecord] {
-  let base = settings.recordSettings(promptLen: p, genTokens: n, threads: ctx.threads)
+  var base = settings.recordSettings(promptLen: p, genTokens: n, threads: ctx.threads)
     .merging(runtimeSettings) { _, new in new }
+  base["thermal_start"] = .string(s.thermalStart)
+  base["thermal_end"] = .string(s.thermalEnd)
+  if !s.prefillChunks.isEmpty { base["prefill_chunks"] = .array(s.prefillChunks.map { .int($0) }) }
   func with(_ extra: [String: JSONValue]) -> [String: JSONValue] { base.merging(extra) { _, new in new } }
+  func raw(_ metric: String, _ xs: [Double], _ extra: [String: JSONValue] = [:]) -> [String: JSONValue] {
+    let round = { (v: Double) -> JSONValue in .double((v * 1e4).rounded() / 1e4) }
+    return with(extra.merging(["raw_samples": .array(xs.map(round)),
+                               "warmup_samples": .array((s.warmup[metric] ?? []).map(round))]) { _, new in new })
+  }
+  let prefillTps = s.prefillMs.map { Double(p) * 1000 / $0 }
   var r: [ResultRecord] = []
-  r += ResultRecord.timing("load_ms", s.loadMs, ctx, settings: with(["cache": .string("warm")]))
-  r += ResultRecord.timing("init_ms", s.initMs, ctx, settings: base)
-  r += ResultRecord.timing("prefill_ms", s.prefillMs, ctx, settings: base)
-  r += ResultRecord.timing("prefill_tokens_per_s", s.prefillMs.map { Double(p) * 1000 / $0 }, ctx, settings: base)
-  r += ResultRecord.timing("decode_ms", s.decodeMs, ctx, settings: base)
-  r += ResultRecord.timing("decode_tokens_per_s", s.decodeTokensPerS, ctx, settings: with(["sampling": .string("greedy")]))
+  r += ResultRecord.timing("load_ms", s.loadMs, ctx, settings: raw("load_ms", s.loadMs, ["cache": .string("warm")]))
+  r += ResultRecord.timing("init_ms", s.initMs, ctx, settings: raw("init_ms", s.initMs))
+  r += ResultRecord.timing("prefill_ms", s.prefillMs, ctx, settings: raw("prefill_ms", s.prefillMs))
+  r += ResultRecord.timing("prefill_tokens_per_s", prefillTps, ctx, settings: with([
+    "raw_samples": .array(prefillTps.map { .double(($0 * 1e4).rounded() / 1e4) }),
+    "warmup_samples": .array((s.warmup["prefill_ms"] ?? []).map { .double((Double(p) * 1000 / $0 * 1e4).rounded() / 1e4) }),
+  ]))
+  r += ResultRecord.timing("decode_ms", s.decodeMs, ctx, settings: raw("decode_ms", s.decodeMs))
+  r += ResultRecord.timing("decode_tokens_per_s", s.decodeTokensPerS, ctx,
+                           settings: raw("decode_tokens_per_s", s.decodeTokensPerS, ["sampling": .string("greedy")]))
   let memory = with(["memory": .string("phys_footprint")])
-  if let v = s.rssAfterInitMB { r.append(.single("rss_after_init_mb", v, ctx, settings: memory)) }
+  if let v = s.rssAfterInitMB { r.append(.single("phys_footprint_after_init_mb", v, ctx, settings: memory)) }
   if let v = s.rssAfterGenerateMB {
     let peak = s.peakMB.map { String(format: "peak %.1f MB", $0) }
-    r.append(.single("rss_after_generate_mb", v, ctx, settings: memory, note: peak))
+    r.append(.single("phys_footprint_after_generate_mb", v, ctx, settings: memory, note: peak))
   }
   r.append(.single("size_mb", Double(s.sizeBytes) / ResultsSchema.sizeMB, ctx, settings: base))
   if let kv = ResultsSchema.kvCacheMB(of: m) {

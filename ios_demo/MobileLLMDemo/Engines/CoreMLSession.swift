@@ -2,8 +2,12 @@ import CoreML
 import Foundation
 
 /// A stateful Core ML model: an iOS 18 ML Program whose KV cache is MLState, given as .mlpackage
-/// (compiled on the phone, which counts as init) or as a compiled .mlmodelc. Input and output
-/// names come from the manifest's "io" section (ModelIO), dtypes from the model description.
+/// or as a compiled .mlmodelc. Input and output names come from the manifest's "io" section
+/// (ModelIO), dtypes from the model description. load and init as the host's CoreMLSession
+/// (export/backends/coreml.py): load = read the package's description (Manifest.json and the model
+/// spec, no weights); init = compile for this device (MLModel.compileModel for an .mlpackage, then
+/// MLModel.load) and makeState. A prompt is fed in the token counts the model takes (the manifest's
+/// chunk_lengths, else the model's enumerated shapes): 128 tokens = 64 + 64, as the host does.
 final class CoreMLSession: LLMSession {
   let url: URL
   let io: ModelIO
@@ -32,28 +36,51 @@ final class CoreMLSession: LLMSession {
     return ["compute_units": .string(names[computeUnits] ?? "\(computeUnits.rawValue)")]
   }
 
-  func open() async throws -> StageTimes {
-    var initMs = 0.0
-    var modelURL = url
+  /// The files the host's load reads: an .mlpackage's Manifest.json and model spec
+  /// (Data/com.apple.CoreML/model.mlmodel; weights stay on disk); a compiled model's description.
+  private func descriptionFiles() -> [URL] {
     if url.pathExtension == "mlpackage" {
-      let t0 = now()
-      modelURL = try await MLModel.compileModel(at: url)  // init, part 1: .mlpackage -> .mlmodelc
-      initMs += ms(since: t0)
-      compiled = modelURL
+      return [url.appendingPathComponent("Manifest.json"),
+              url.appendingPathComponent("Data/com.apple.CoreML/model.mlmodel")]
     }
+    return ["coremldata.bin", "model.mil", "metadata.json"].map { url.appendingPathComponent($0) }
+      .filter { FileManager.default.fileExists(atPath: $0.path) }
+  }
+
+  func open() async throws -> StageTimes {
     var t0 = now()
-    let asset = try MLModelAsset(url: modelURL)            // load: the compiled model read
+    for f in descriptionFiles() {                           // load: the description read, as the host's read_spec
+      guard FileManager.default.fileExists(atPath: f.path) else {
+        throw CoreError("\(url.lastPathComponent) has no \(f.lastPathComponent): not a complete Core ML model")
+      }
+      _ = try Data(contentsOf: f)
+    }
     let loadMs = ms(since: t0)
     let config = MLModelConfiguration()
     config.computeUnits = computeUnits
-    t0 = now()
-    let m = try await MLModel.load(asset: asset, configuration: config)  // init, part 2: load + device compile
-    let s = m.makeState()                                  // the KV-cache buffers
-    initMs += ms(since: t0)
+    t0 = now()                                              // init: compile for this device + load + state
+    var modelURL = url
+    if url.pathExtension == "mlpackage" {
+      modelURL = try await MLModel.compileModel(at: url)    // .mlpackage -> .mlmodelc
+      compiled = modelURL
+    }
+    let m = try await MLModel.load(contentsOf: modelURL, configuration: config)
+    let s = m.makeState()                                   // the KV-cache buffers
+    let initMs = ms(since: t0)
     try adopt(m)
     model = m
     state = s
     return StageTimes(loadMs: loadMs, initMs: initMs)
+  }
+
+  /// The calls a prompt of `count` tokens takes: the manifest's chunk lengths, else the model's
+  /// enumerated token shapes, else one call.
+  func prefillChunks(count: Int) throws -> [Int] {
+    var lengths = io.chunkLengths
+    if lengths.isEmpty, let c = tokensShape, c.type == .enumerated {
+      lengths = c.enumeratedShapes.compactMap { $0.last?.intValue }
+    }
+    return try promptChunks(count: count, lengths: lengths)
   }
 
   /// Checks the model against the manifest's names and reads the input dtypes and shapes.
@@ -90,7 +117,18 @@ final class CoreMLSession: LLMSession {
     }
   }
 
+  /// Feeds `tokens` in the chunks the model takes, each at its own position; the last chunk's last row.
   func forward(_ tokens: [Int], startPos: Int) throws -> [Float] {
+    var at = 0, row: [Float] = []
+    for n in try prefillChunks(count: tokens.count) {
+      row = try call(Array(tokens[at..<(at + n)]), startPos: startPos + at)
+      at += n
+    }
+    return row
+  }
+
+  /// One prediction of `tokens` (a length the model takes) at `startPos`.
+  private func call(_ tokens: [Int], startPos: Int) throws -> [Float] {
     guard let model = model, let state = state else { throw CoreError("forward before open") }
     if let why = refusal(length: tokens.count) {
       throw CoreError("\(url.lastPathComponent) cannot run \(tokens.count) tokens at once: its tokens input \(why)")

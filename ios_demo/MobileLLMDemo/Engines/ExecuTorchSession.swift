@@ -11,28 +11,49 @@ final class ExecuTorchSession: LLMSession {
 
   let url: URL
   let loadMode: ModuleLoadMode
+  /// The .ptd beside the .pte (--external-weights), given to Module(filePath:dataFilePaths:loadMode:).
+  let dataURL: URL?
+  /// XNNPACK's weight cache, set at method load: on for the dynamic schemes (fp32, w8a8, 8da4w), off
+  /// for w8a8-static, as the host runs them. The SwiftPM package's XNNPACK is built with the cache
+  /// (tools/cmake/preset/apple_common.cmake: EXECUTORCH_XNNPACK_ENABLE_WEIGHT_CACHE ON, so it is
+  /// on by default); the option is passed either way so the record says what ran.
+  let weightCache: Bool
   private var module: Module?
 
   /// mmap with mlock, errors ignored: what ExecuTorch's own LLM runner uses.
-  init(url: URL, loadMode: ModuleLoadMode = .mmapUseMlockIgnoreErrors) {
+  init(url: URL, manifest: ArtifactManifest, loadMode: ModuleLoadMode = .mmapUseMlockIgnoreErrors) {
     self.url = url
     self.loadMode = loadMode
+    dataURL = manifest.dataFile.map { url.deletingLastPathComponent().appendingPathComponent($0) }
+    weightCache = manifest.xnnpackWeightCache
   }
 
   var threads: Int { DeviceInfo.performanceCores }  // ExecuTorch's threadpool: one per performance core
   var runtimeSettings: [String: JSONValue] {
     let names: [ModuleLoadMode: String] = [.file: "file", .mmap: "mmap", .mmapUseMlock: "mmap_mlock",
                                            .mmapUseMlockIgnoreErrors: "mmap_mlock_ignore_errors"]
-    return ["load_mode": .string(names[loadMode] ?? "\(loadMode.rawValue)")]
+    var s: [String: JSONValue] = ["load_mode": .string(names[loadMode] ?? "\(loadMode.rawValue)"),
+                                  "xnnpack_weight_cache": .bool(weightCache)]
+    if let d = dataURL { s["data_file"] = .string(d.lastPathComponent) }
+    return s
   }
 
   func open() async throws -> StageTimes {
-    let m = Module(filePath: url.path, loadMode: loadMode)
+    let m: Module
+    if let d = dataURL {
+      guard FileManager.default.fileExists(atPath: d.path) else {
+        throw CoreError("\(url.lastPathComponent) keeps its weights in \(d.lastPathComponent), which is not beside it")
+      }
+      m = Module(filePath: url.path, dataFilePaths: [d.path], loadMode: loadMode)
+    } else {
+      m = Module(filePath: url.path, loadMode: loadMode)
+    }
+    let options = try BackendOptionsMap(options: ["XnnpackBackend": [BackendOption("weight_cache_enabled", weightCache)]])
     var t0 = now()
     try m.load()             // load: the program (flatbuffer) read and verified
     let load = ms(since: t0)
     t0 = now()
-    try m.load("forward")    // init: the method, with delegate init and XNNPACK weight packing
+    try m.load("forward", options: options)  // init: the method, delegate init, XNNPACK weight packing
     let initMs = ms(since: t0)
     module = m
     return StageTimes(loadMs: load, initMs: initMs)
@@ -53,6 +74,8 @@ final class ExecuTorchSession: LLMSession {
     let vocab = shape[2], t = tokens.count
     return logits.withUnsafeBytes { Array($0[((t - 1) * vocab)..<(t * vocab)]) }
   }
+
+  func prefillChunks(count: Int) throws -> [Int] { [count] }
 
   func reset() throws {}
 }

@@ -12,6 +12,8 @@ protocol LLMSession: AnyObject {
   func open() async throws -> StageTimes
   /// Logits (vocab floats) of the last of `tokens`, fed at positions startPos ..< startPos + count.
   func forward(_ tokens: [Int], startPos: Int) throws -> [Float]
+  /// Token counts of the calls that feed a prompt of `count` tokens (Core ML: its enumerated lengths).
+  func prefillChunks(count: Int) throws -> [Int]
   /// Forget the KV cache.
   func reset() throws
   /// Threads the runtime computes with (0: scheduled by Core ML).
@@ -26,7 +28,7 @@ func ms(since t0: UInt64) -> Double { Double(DispatchTime.now().uptimeNanosecond
 /// Opens an artifact by its file type; each runtime is one class behind LLMSession.
 enum Runtimes {
   static let byExtension: [String: (LibraryArtifact) -> LLMSession] = [
-    "pte": { ExecuTorchSession(url: $0.url) },
+    "pte": { ExecuTorchSession(url: $0.url, manifest: $0.manifest) },
     "mlpackage": { CoreMLSession(url: $0.url, io: $0.manifest.io) },
     "mlmodelc": { CoreMLSession(url: $0.url, io: $0.manifest.io) },
   ]

@@ -56,7 +56,10 @@ struct ChatView: View {
 
 /// Streams generated text. A .pte goes through ExecuTorch's TextRunner (its own tokenizer and
 /// sampler); a Core ML model through CoreMLSession with the Swift SentencePiece tokenizer, greedy.
-/// tokens/s counts the tokens after the first (decode only, as decode_tokens_per_s).
+/// tokens/s counts the tokens after the first (decode only, as decode_tokens_per_s). TextRunner's
+/// Config defaults are echo on and no BOS: the prompt would come back as output (and its time count
+/// in tokens/s) and the model would start without the BOS the Core ML chat and the host give it, so
+/// the chat sets echo off and one BOS.
 @MainActor
 final class ChatModel: ObservableObject {
   @Published var output = ""
@@ -88,6 +91,11 @@ final class ChatModel: ObservableObject {
     }
     let key = a.url.path + "|" + tokenizer.path
     let seqLen = a.manifest.maxSeqLen
+    if let why = a.manifest.chatRefusal {
+      error = why
+      generating = false
+      return
+    }
     if a.url.pathExtension == "pte" {
       if textRunner?.key != key {
         textRunner = (key, TextRunner(modelPath: a.url.path, tokenizerPath: tokenizer.path))
@@ -100,6 +108,8 @@ final class ChatModel: ObservableObject {
             $0.sequenceLength = seqLen
             $0.maximumNewTokens = maxNewTokens
             $0.temperature = 0
+            $0.isEchoEnabled = false  // the prompt is not output, nor timed as output
+            $0.bosCount = 1           // as the Core ML chat (encode(bos: true)) and the host
           }) { token in emit(token) }
         } catch {
           failure = "\(error)"
@@ -125,7 +135,7 @@ final class ChatModel: ObservableObject {
           let ids = tok.encode(prompt, bos: true)
           guard ids.count < seqLen else { throw CoreError("the prompt has \(ids.count) tokens; the model holds \(seqLen)") }
           try session.reset()
-          var logits = try session.forward(ids, startPos: 0)
+          var logits = try session.forward(ids, startPos: 0)  // in the chunk lengths the model takes
           var generated: [Int] = [], shown = ""
           while generated.count < maxNewTokens, ids.count + generated.count < seqLen, !stopFlag.stopped {
             let next = argmax(logits)
