@@ -75,3 +75,13 @@ def test_logits_use_the_shared_embedding():
 def test_max_seq_len_bounded_by_context():
     with pytest.raises(ValueError, match="exceeds the model context"):
         build(from_name("tiny-random"), max_seq_len=10_000)
+
+
+@pytest.mark.parametrize("kind", [k for k in KV_KINDS if k != "train"])
+def test_r1_switches_prefill_equals_prefix_then_decode(kind):
+    """Every KV piece under R1's switches (Llama4 RoPE, QK-norm) plus a NoPE block with temperature tuning."""
+    a = from_name("tiny-r1-random", repeat=2, nope_layers=(1,), attn_temperature_tuning=True, floor_scale=4)
+    toks = torch.randint(0, a.vocab_size, (1, 24), generator=torch.Generator().manual_seed(0))
+    full = build(a, seed=3, max_seq_len=40)(toks, torch.tensor([0]))
+    inc = _incremental(build(a, seed=3, max_seq_len=40, kv_kind=kind), toks, 7)
+    assert torch.allclose(inc, full, atol=1e-5, rtol=0), (inc - full).abs().max()
