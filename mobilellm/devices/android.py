@@ -118,9 +118,14 @@ def check_app(adb: Adb) -> None:
                         f"{PACKAGE} is not the debug build; {INSTALL_HINT}")
 
 
+PAIRS: list[tuple[Path, dict]] = []  # .pte + .ptd pairs collect() found: pushed for the chat, not benchmarked
+
+
 def collect(folder: Path) -> list[tuple[Path, dict]]:
-    """(artifact, manifest) for every artifact in `folder` that the app can run."""
+    """(artifact, manifest) for every artifact in `folder` that the app's benchmark can run; pairs
+    (--external-weights) go to PAIRS."""
     from mobilellm.manifest import read_manifest
+    PAIRS.clear()
     if not folder.is_dir():
         raise UserError(f"--artifacts {folder} is not a directory")
     found, skipped = [], []
@@ -132,8 +137,13 @@ def collect(folder: Path) -> list[tuple[Path, dict]]:
         if not art.is_file():
             skipped.append(f"{art.name} (manifest without the artifact)")
         elif man.get("data_file"):
-            skipped.append(f"{art.name} (weights in {man['data_file']}: the app's ExecuTorch Module API takes no data "
-                           f"file; export without --external-weights)")
+            ptd = art.with_name(man["data_file"])
+            if ptd.is_file():
+                PAIRS.append((art, man))
+            skipped.append(f"{art.name} (weights in {man['data_file']}: the benchmark times ExecuTorch's Android "
+                           f"Module.load, which takes no data file; "
+                           + ("the pair is pushed for the chat screen, whose LlmModule takes it)" if ptd.is_file()
+                              else "and the .ptd is not beside it)"))
         elif not art.name.endswith(SUFFIXES) or "coreml" in str(man.get("backend")):
             skipped.append(f"{art.name} (backend {man.get('backend')}: no Android runtime)")
         else:
@@ -172,6 +182,11 @@ def plan_push(adb: Adb, items: list[tuple[Path, dict]], remote: str) -> list[tup
     """(local file, remote name) still to push: artifacts whose sha256 differs on the device, their
     manifests, and each artifact's tokenizer as `<artifact>.tokenizer<suffix>` for the chat screen."""
     files = []
+    for art, man in PAIRS:  # both files, for the chat screen (LlmModule(..., dataPath, ...))
+        if remote_sha256(adb, f"{remote}/{art.name}") != man.get("sha256"):
+            files.append((art, art.name))
+        files.append((art.with_name(man["data_file"]), man["data_file"]))
+        files.append((art.with_name(art.name + ".manifest.json"), art.name + ".manifest.json"))
     for art, man in items:
         if remote_sha256(adb, f"{remote}/{art.name}") != man.get("sha256"):
             files.append((art, art.name))

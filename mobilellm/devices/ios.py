@@ -93,6 +93,7 @@ class Artifact:
     path: Path
     manifest: dict
     tokenizer: Path | None
+    data: Path | None = None  # the .ptd of a .pte + .ptd pair (--external-weights)
 
 
 def add_arguments(p):
@@ -155,11 +156,14 @@ def find_artifacts(directory: Path) -> list[Artifact]:
             skipped.append(art.name)
             continue
         m = read_manifest(art)
-        if m.get("data_file"):
-            say(f"skip     {art.name}: weights in {m['data_file']} (--external-weights); the app runs single-file "
-                f".pte programs (ExecuTorch's iOS TextRunner takes no data file)")
+        data = art.with_name(m["data_file"]) if m.get("data_file") else None
+        if data and not data.is_file():
+            say(f"skip     {art.name}: weights in {m['data_file']} (--external-weights), which is not beside it")
             continue
-        found.append(Artifact(art, m, _tokenizer_for(art, m)))
+        if data:
+            say(f"note     {art.name}: weights in {data.name}; the benchmark runs the pair (Module(filePath:dataFilePaths:)), "
+                f"the chat screen cannot (ExecuTorch's TextRunner takes no data file)")
+        found.append(Artifact(art, m, _tokenizer_for(art, m), data))
     if skipped:
         say(f"skip     {', '.join(skipped)}: the iOS app runs {', '.join(APP_RUNS)} only")
     if not found:
@@ -259,6 +263,8 @@ def push(ctl: Devicectl, device: Device, bundle_id: str, run_id: str, artifacts:
     for a in artifacts:
         say(f"copy     {a.path.name} ({_size_mb(a.path):.1f} MB)")
         ctl.copy_to(device, bundle_id, a.path, f"{inbox}/{a.path.name}")
+        if a.data:
+            ctl.copy_to(device, bundle_id, a.data, f"{inbox}/{a.data.name}")
         ctl.copy_to(device, bundle_id, a.path.with_name(a.path.name + ".manifest.json"),
                     f"{inbox}/{a.path.name}.manifest.json")
         if a.tokenizer:

@@ -209,6 +209,7 @@ def artifacts(tmp_path) -> Path:
     make_artifact(d, "tiny_fp16_coreml.mlpackage", "coreml")  # an Apple artifact: skipped
     # weights in a .ptd (--external-weights): ExecuTorch's Android Module API takes no data file
     make_artifact(d, "tiny_w8a8-ptd_executorch.pte", "executorch", data_file="tiny_w8a8-ptd_executorch.ptd")
+    (d / "tiny_w8a8-ptd_executorch.ptd").write_bytes(b"weights")
     return d
 
 
@@ -235,6 +236,10 @@ def test_pushes_benchmarks_pulls_and_saves(phone, artifacts, tmp_path, capsys):
                  "tiny_w8a8_executorch.pte.tokenizer.model", "LS-tiny_w8a8_onnx.onnx.tokenizer.model"):
         assert phone.file(f"{remote}/{name}").is_file(), name
     assert not phone.file(f"{remote}/tiny_fp16_coreml.mlpackage").exists()
+    # the pair goes over whole, for the chat (LlmModule takes the data path); the benchmark skips it
+    for name in ("tiny_w8a8-ptd_executorch.pte", "tiny_w8a8-ptd_executorch.ptd", "tiny_w8a8-ptd_executorch.pte.manifest.json"):
+        assert phone.file(f"{remote}/{name}").is_file(), name
+    assert "Module.load, which takes no data file; the pair is pushed for the chat screen" in printed.err
     calls = phone.calls()
     shells = [" ".join(c[3:]) for c in calls if c[:3] == ["-s", "emulator-5554", "shell"]]
     assert any(s.startswith(f"chmod 755 {remote}") for s in shells)
