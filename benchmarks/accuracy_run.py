@@ -12,7 +12,7 @@ W8A8_PPL_BAR = 0.02
 
 def plan_accuracy(cfg) -> tuple[list, list[dict]]:
     """(jobs, rows saying what is not evaluated here and why)."""
-    from mobilellm.benchmarks.pipeline import Job, scheme_for
+    from mobilellm.benchmarks.pipeline import Job
     from mobilellm.export.base import get_backend
     from mobilellm.models.checkpoint import read_config
     from mobilellm.models.config import trained_checkpoint
@@ -31,9 +31,14 @@ def plan_accuracy(cfg) -> tuple[list, list[dict]]:
                 missing.append({"artifact": f"{name} {b}", "backend": b, "scheme": "all", "variant": args.variant,
                                 "reason": f"accuracy not evaluated: {why}"})
                 continue
-            wanted = [scheme_for(backend, s)[0] if s == cfg.quant else s for s in cfg.accuracy_schemes]
-            for scheme in dict.fromkeys(s for s in wanted if s in backend.schemes):
-                jobs.append(Job("accuracy", b, scheme, args, checkpoint=ckpt, max_seq_len=args.context_len))
+            for requested in cfg.accuracy_schemes:
+                scheme, why = backend.resolve_scheme(requested)
+                if scheme is None:
+                    missing.append({"artifact": f"{name} {b}", "backend": b, "scheme": requested,
+                                    "variant": args.variant, "reason": f"accuracy not evaluated: {why}"})
+                elif not any(j.backend == b and j.scheme == scheme and j.args == args for j in jobs):
+                    jobs.append(Job("accuracy", b, scheme, args, requested=requested, scheme_note=why if scheme else "",
+                                    checkpoint=ckpt, max_seq_len=args.context_len))
     return jobs, missing
 
 

@@ -15,23 +15,21 @@ from pathlib import Path
 from mobilellm.errors import UserError, VerificationError
 
 
-ALL_BACKENDS = ("executorch", "onnx", "coreml", "executorch-coreml")
-APPLE_ONLY_PTE = "executorch-coreml"
-
-
 def default_backends() -> tuple[str, ...]:
-    """Every backend on macOS. Elsewhere, without the Core ML-delegated .pte: it can neither run nor be
-    checked numerically off Apple, and its lowering is a fifth of a default run's compute on 2 cores
-    (~650 worker-seconds); the Core ML .mlpackage stays as the Apple artifact. `--backends all` adds it."""
-    import platform
-    return ALL_BACKENDS if platform.system() == "Darwin" else tuple(b for b in ALL_BACKENDS if b != APPLE_ONLY_PTE)
+    """Every registered backend on macOS; elsewhere without the Apple-only ones (the Core ML-delegated
+    .pte can neither run nor be checked numerically off Apple, and its lowering was a fifth of a
+    default run's compute on 2 cores). `--backends all` adds them."""
+    from mobilellm.export.base import default_backends as registry_defaults
+    return registry_defaults()
 
 
 def left_out_note(backends) -> str | None:
-    if APPLE_ONLY_PTE in backends or tuple(backends) != default_backends():
+    from mobilellm.export.base import all_backends
+    left = [b.name for b in all_backends() if b.apple_only and b.name not in backends]
+    if not left or tuple(backends) != default_backends():
         return None
-    return (f"{APPLE_ONLY_PTE} is not in the default run off macOS: the Core ML-delegated .pte runs and verifies "
-            f"only on Apple devices; build it here with --backends all (or name it)")
+    return (f"{', '.join(left)} not in the default run off macOS: Apple-only artifacts run and verify only on "
+            f"Apple devices; build them here with --backends all (or name them)")
 
 
 @dataclass(frozen=True)
@@ -55,8 +53,10 @@ class RunConfig:
 class Job:
     variant: str
     backend: str
-    scheme: str
+    scheme: str  # what the backend runs (the requested scheme, or its declared closest)
     args: object
+    requested: str = ""  # the scheme asked for; `scheme_note` says why another one runs
+    scheme_note: str = ""
     path: Path | None = None
     checkpoint: Path | None = None  # accuracy jobs: the trained preset's weights
     max_seq_len: int | None = None
@@ -65,23 +65,10 @@ class Job:
     manifest: dict = field(default_factory=dict)
 
 
-VARIANT_LABEL = {"base": "N layers", "shared": "LS 2xN shared", "deep": "2N layers unshared"}
-
-
 def variant_args(base, kind: str):
     base = base.replace(repeat=1)
     return {"base": base, "shared": base.replace(repeat=2, name=f"LS-{base.name}"),
             "deep": base.replace(n_layers=2 * base.n_layers, name=f"{base.name}-{2 * base.n_layers}L")}[kind]
-
-
-def scheme_for(backend, quant: str) -> tuple[str | None, str]:
-    """The backend's own scheme for the requested one, or (None, reason). Core ML has no dynamic
-    activation quantization, so its W8A8 is the calibrated static one."""
-    if quant in backend.schemes:
-        return quant, ""
-    if quant == "w8a8" and "w8a8-static" in backend.schemes:
-        return "w8a8-static", "static activations: the backend has no dynamic activation quantization"
-    return None, f"{backend.name} cannot do {quant} (its schemes: {', '.join(backend.schemes)})"
 
 
 def plan(cfg: RunConfig) -> list[Job]:
@@ -93,10 +80,10 @@ def plan(cfg: RunConfig) -> list[Job]:
     for base in bases:
         for b in cfg.backends:
             backend = get_backend(b)
-            scheme, why = scheme_for(backend, cfg.quant)
+            scheme, why = backend.resolve_scheme(cfg.quant)
             for kind in cfg.variants:
                 a = variant_args(base, kind)
-                job = Job(kind, b, scheme or cfg.quant, a)
+                job = Job(kind, b, scheme or cfg.quant, a, requested=cfg.quant, scheme_note=why if scheme else "")
                 if scheme is None:
                     job.status, job.note = "skipped", why
                 jobs.append(job)
@@ -111,6 +98,15 @@ def job_checkpoint(job: Job, cfg: RunConfig) -> Path | None:
 def missing_row(job: Job) -> dict:
     return {"artifact": f"{job.args.name} {job.backend}", "backend": job.backend, "scheme": job.scheme,
             "variant": job.args.variant, "reason": f"{job.status}: {job.note}"}
+
+
+def scheme_notes(jobs: list[Job]) -> list[str]:
+    """One line per backend that runs another scheme than the one requested, and why."""
+    seen = {}
+    for j in jobs:
+        if j.scheme_note:
+            seen.setdefault(j.backend, j.scheme_note)
+    return [f"{b} runs {note}" for b, note in seen.items()]
 
 
 def build_model(job: Job, cfg: RunConfig):
@@ -131,10 +127,11 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     backend = get_backend(job.backend)
     from mobilellm.models.tokenizer import tokenizer_file
     ckpt = job_checkpoint(job, cfg)
+    from mobilellm.quant.schemes import get as get_scheme
     ecfg = ExportConfig(quant=job.scheme, max_seq_len=job.max_seq_len or cfg.max_seq_len,
-                        quantize_embedding=job.backend == "executorch" and job.scheme != "fp32",
+                        quantize_embedding=backend.quantizes_embedding and get_scheme(job.scheme).quantized,
                         tokenizer=tokenizer_file(ckpt) if ckpt else None,
-                        external_weights=cfg.external_weights and backend.extra.get("external_weights", False))
+                        external_weights=cfg.external_weights and backend.external_weights, threads=export_threads(cfg))
     model, weights = build_model(job, cfg)
     path = art_dir / artifact_name(model, backend, ecfg)
     want = settings_hash(export_settings(model, weights, backend, ecfg))
@@ -152,6 +149,12 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     except UserError as e:
         job.status, job.note = "refused", str(e)
     return job
+
+
+def export_threads(cfg: RunConfig) -> int:
+    """Compute threads of each export worker: the cores shared out among the workers."""
+    import os
+    return max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
 
 
 def _init_worker(threads: int) -> None:
@@ -179,7 +182,7 @@ def export_all(jobs: list[Job], cfg: RunConfig, art_dir: Path, workers: int) -> 
     todo = sorted((j for j in jobs if j.status == "pending"), key=lambda j: -j.args.param_count() * j.args.repeat)
     bar = tqdm(total=len(todo), desc="export + verify", unit="artifact", file=sys.stderr)
     with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
-                                initializer=_init_worker, initargs=(max(1, (os.cpu_count() or 1) // max(1, workers)),)) as pool:
+                                initializer=_init_worker, initargs=(export_threads(cfg),)) as pool:
         futures = {pool.submit(_export_worker, j, cfg, art_dir): j for j in todo}
         for fut in cf.as_completed(futures):
             job = futures[fut]
@@ -236,6 +239,7 @@ def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
              "accuracy: " + (f"trained presets {', '.join(cfg.accuracy)} (models/trained/, real weights) on held-out "
                              "text they never trained on" if cfg.accuracy else "not run (--accuracy none)"),
              f"scheme requested: {cfg.quant}; max sequence length {cfg.max_seq_len}",
+             *scheme_notes(jobs + acc_jobs),
              *filter(None, [left_out]),
              f"bench: warm-up {bench_cfg.warmup}, {bench_cfg.iters} iterations x {bench_cfg.cold_runs} cold processes, "
              f"{bench_cfg.threads} threads, prompt {min(bench_cfg.prompt_len, cfg.max_seq_len // 2)} tokens, decode timed at that position"]

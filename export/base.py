@@ -7,44 +7,68 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from mobilellm.errors import UserError
-
-# Quantization schemes every backend names the same way (each implements them with its own quantizer).
-SCHEME_HELP = {
-    "fp32": "no quantization",
-    "fp16": "16-bit float weights and compute",
-    "w8a8": "int8 per-channel symmetric weights, int8 per-token dynamic activations (the paper's W8A8)",
-    "w8a8-static": "int8 per-channel weights, int8 per-tensor static activations calibrated on text",
-    "w8a8-dynamic": "int8 weights, int8 dynamic activations (onnxruntime quantize_dynamic)",
-    "8da4w": "int4 grouped weights, int8 dynamic activations",
-    "w8": "int8 per-channel weights only (activations in float)",
-}
+from mobilellm.models.generate import Runner
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """What a backend needs to lower a model; nothing else reaches it."""
+    """What a backend needs to lower a model: every input that can change the artifact is a field
+    here (and so part of the settings hash); backends read no environment variable or host fact."""
 
-    quant: str = "w8a8"
+    quant: str = "w8a8"  # a scheme name from quant/schemes.py (canonical, aliases resolved)
     max_seq_len: int = 512
     group_size: int = 32
     quantize_embedding: bool = False
     calibration: Path | None = None
     tokenizer: Path | None = None  # for text calibration; recorded in the manifest
-    external_weights: bool = False  # weights in <name>.ptd beside the program (backends with extra["external_weights"])
+    external_weights: bool = False  # weights in <name>.ptd beside the program (Backend.external_weights)
+    threads: int = 2  # compute threads of the runtime sessions an export runs (calibration, verification)
+    host_os: str = field(default_factory=platform.system)  # Core ML's w8a8-static calibrates through prediction on macOS
+
+    def __post_init__(self):
+        from mobilellm.quant import schemes
+        object.__setattr__(self, "quant", schemes.canonical(self.quant))
+        for name, lo in (("max_seq_len", 1), ("group_size", 1), ("threads", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise UserError(f"--{name.replace('_', '-')} must be an integer >= {lo}, got {v!r}")
+
+    @property
+    def scheme(self):
+        from mobilellm.quant import schemes
+        return schemes.get(self.quant)
 
 
-class Session:
-    """An artifact opened in its runtime. Subclasses implement the three stages."""
+@dataclass
+class Companion:
+    """A file a backend writes beside the artifact (ONNX's .ort), verified by the backend itself."""
 
-    max_seq_len: int
-    vocab_size: int
+    path: Path
+    suffix: str
+    manifest: dict
+
+
+@dataclass
+class ExportResult:
+    """What a backend's `export` returns; the pipeline turns it into the manifest."""
+
+    quant: dict  # how the scheme was implemented: quantizer, formats, calibration source
+    facts: dict = field(default_factory=dict)  # manifest sections: delegation, io, sizes, runtime, ...
+    data_file: bool = False  # wrote <stem>.ptd beside the program (external weights)
+    quantized_reference: object = None  # a Runner of the quantized eager model the artifact was lowered from
+    companions: list[Companion] = field(default_factory=list)
+    structural_verification: dict | None = None  # checks done where the runtime cannot run
+
+
+class Session(Runner):
+    """An artifact opened in its runtime: the `Runner` contract (forward, reset) plus the paper's
+    first two stages. `open_artifact` does open + load + init; timing code calls them one by one."""
 
     def load(self) -> None:  # read the artifact into the runtime
         raise NotImplementedError
@@ -52,29 +76,57 @@ class Session:
     def init(self) -> None:  # make it ready to run (delegate init, weight packing, compile)
         raise NotImplementedError
 
-    def forward(self, ids: list[int], start_pos: int) -> np.ndarray:  # logits [T, vocab] float32
-        raise NotImplementedError
-
-    def reset(self) -> None:  # forget the cache
-        raise NotImplementedError
-
 
 @dataclass
 class Backend:
+    """One target. `schemes` is the backend's one table: scheme name -> the quantizer that implements
+    it here. `closest` names, for a scheme it cannot do, the one it uses instead and why."""
+
     name: str
     suffix: str  # artifact suffix, e.g. ".pte"
-    schemes: tuple[str, ...]
+    schemes: dict[str, str]
     summary: str
-    export: Callable  # (model, ExportConfig, tmp_path, progress) -> dict of manifest fields
+    export: Callable  # (model, ExportConfig, tmp_path, progress) -> ExportResult
     open: Callable  # (path, manifest) -> Session
     runtime_missing: Callable[[], str | None] = lambda: None  # why it cannot run here, or None
     default_scheme: str = "w8a8"
-    extra: dict = field(default_factory=dict)
+    closest: dict[str, tuple[str, str]] = field(default_factory=dict)  # scheme -> (substitute, why)
+    refused: dict[str, str] = field(default_factory=dict)  # scheme -> why it cannot be done here at all
+    external_weights: bool = False  # can write weights to a data file beside the program
+    quantizes_embedding: bool = False  # can quantize the embedding table on its own (--quantize-embedding)
+    default_for_suffix: bool = True  # opens a bare file with this suffix (no manifest)
+    apple_only: bool = False  # runs and verifies only on Apple devices
 
-    def check_scheme(self, scheme: str) -> None:
-        if scheme not in self.schemes:
-            raise UserError(f"backend {self.name!r} cannot do quantization scheme {scheme!r}; "
-                            f"valid for {self.name}: {', '.join(self.schemes)}")
+    @property
+    def runs_here(self) -> bool:
+        return self.runtime_missing() is None
+
+    def check_scheme(self, scheme: str) -> str:
+        """The canonical name of a scheme this backend implements, or one clear error."""
+        from mobilellm.quant import schemes
+        try:
+            name = schemes.canonical(scheme)
+        except UserError:
+            raise UserError(f"unknown quantization scheme {scheme!r}; valid for {self.name}: "
+                            f"{', '.join(self.schemes)} (every scheme: {', '.join(schemes.names())})") from None
+        if name in self.schemes:
+            return name
+        why = self.refused.get(name) or (self.closest[name][1] if name in self.closest else None)
+        hint = f"; its closest to {name} is {self.closest[name][0]!r}" if name in self.closest else ""
+        raise UserError(f"backend {self.name!r} cannot do quantization scheme {name!r}"
+                        + (f": {why}" if why else "") + f"{hint}; valid for {self.name}: {', '.join(self.schemes)}")
+
+    def resolve_scheme(self, scheme: str) -> tuple[str | None, str]:
+        """(the scheme this backend runs for the requested one, note). The requested scheme itself if
+        implemented; else its declared closest with the reason; else (None, why not)."""
+        from mobilellm.quant import schemes
+        name = schemes.canonical(scheme)
+        if name in self.schemes:
+            return name, ""
+        if name in self.closest:
+            sub, why = self.closest[name]
+            return sub, f"{sub} instead of {name}: {why}"
+        return None, f"{self.name} cannot do {name} (its schemes: {', '.join(self.schemes)})"
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -103,6 +155,32 @@ def backend_names() -> list[str]:
     return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(backends.__path__))
 
 
+def all_backends() -> list[Backend]:
+    _discover()
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+def default_backends() -> tuple[str, ...]:
+    """What `run` builds by default: every backend, less the Apple-only ones off macOS (they can
+    neither run nor be checked numerically there; `--backends all` adds them)."""
+    on_mac = platform.system() == "Darwin"
+    return tuple(b.name for b in all_backends() if on_mac or not b.apple_only)
+
+
+def open_artifact(path: Path, manifest: dict | None = None) -> Session:
+    """An artifact opened in its own runtime, loaded and initialised: ready to `forward`."""
+    from mobilellm.manifest import read_manifest
+    manifest = manifest if manifest is not None else read_manifest(Path(path), required=False)
+    backend = backend_for_artifact(Path(path))
+    why = backend.runtime_missing()
+    if why:
+        raise UserError(f"cannot run {path} here: {why}")
+    session = backend.open(Path(path), manifest)
+    session.load()
+    session.init()
+    return session
+
+
 def get_backend(name: str) -> Backend:
     _discover()
     if name in _REGISTRY:
@@ -121,7 +199,7 @@ def backend_for_artifact(path: Path) -> Backend:
         return _REGISTRY[m["backend"]]
     name = Path(path).name
     for b in _REGISTRY.values():
-        if name.endswith(b.suffix) and not b.extra.get("not_default_for_suffix"):
+        if name.endswith(b.suffix) and b.default_for_suffix:
             return b
     raise UserError(f"cannot tell which runtime opens {path}: no manifest beside it and an unknown suffix; "
                     f"known suffixes: {', '.join(sorted({b.suffix for b in _REGISTRY.values()}))}")

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 from mobilellm.errors import UserError, VerificationError
-from mobilellm.export.base import SCHEME_HELP, Backend, ExportConfig
+from mobilellm.export.base import Backend, ExportConfig, ExportResult, all_backends
 from mobilellm.export import verify as V
-from mobilellm.io import atomic_path, remove_path, sha256, size_bytes
-from mobilellm.manifest import manifest_path, model_section, settings_hash, tool_versions, write_manifest
+from mobilellm.io import publish, remove_path, sha256, size_bytes, staging_path
+from mobilellm.manifest import code_hash, manifest_path, model_section, settings_hash, tool_versions, write_manifest
 from mobilellm.progress import Steps
 
 
@@ -25,8 +25,10 @@ def artifact_name(model, backend: Backend, cfg: ExportConfig) -> str:
 
 
 def export_settings(model, weights: str, backend: Backend, cfg: ExportConfig) -> dict:
+    """Everything an artifact depends on: model, weights, backend, config, tool versions and the
+    code of mobilellm itself (a lowering fix invalidates artifacts made before it)."""
     return {"model": dataclasses.asdict(model.args), "weights": weights, "backend": backend.name,
-            "config": dataclasses.asdict(cfg), "tools": tool_versions()}
+            "config": dataclasses.asdict(cfg), "tools": tool_versions(), "code": code_hash()}
 
 
 def check_output(path: Path, force: bool) -> None:
@@ -42,40 +44,41 @@ def check_output(path: Path, force: bool) -> None:
 
 def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, out_dir: Path, *,
                     name: str | None = None, force: bool = False, verify: bool = True, quiet: bool = False) -> tuple[Path, dict]:
-    backend.check_scheme(cfg.quant)
+    scheme = backend.check_scheme(cfg.quant)
     args = model.args
     if cfg.max_seq_len > args.context_len:
         raise UserError(f"--max-seq-len {cfg.max_seq_len} exceeds the model's context of {args.context_len} tokens")
     if cfg.max_seq_len < V.PROMPT_LEN + V.DECODE_STEPS:
         raise UserError(f"--max-seq-len must be at least {V.PROMPT_LEN + V.DECODE_STEPS}, got {cfg.max_seq_len}")
-    if cfg.external_weights and not backend.extra.get("external_weights"):
-        raise UserError(f"--external-weights (ExecuTorch program-data separation, a .ptd beside the .pte) is for the "
-                        f"executorch backend; {backend.name} keeps its weights inside its own artifact")
+    if cfg.external_weights and not backend.external_weights:
+        raise UserError(f"--external-weights (weights in a data file beside the program) is not offered by {backend.name}; "
+                        f"backends that offer it: {', '.join(b.name for b in all_backends() if b.external_weights)}")
+    if cfg.quantize_embedding and not backend.quantizes_embedding:
+        raise UserError(f"--quantize-embedding is not offered by {backend.name}; backends that offer it: "
+                        f"{', '.join(b.name for b in all_backends() if b.quantizes_embedding)}")
     out = Path(out_dir) / (name or artifact_name(model, backend, cfg))
     check_output(out, force)
     steps = Steps(out.name, quiet)
     manifest = {
         "artifact": out.name, "backend": backend.name, "backend_summary": backend.summary,
-        "quant": {"scheme": cfg.quant, "description": SCHEME_HELP.get(cfg.quant, ""),
+        "quant": {"scheme": scheme, "definition": cfg.scheme.definition(), "quantizer": backend.schemes[scheme],
                   "quantize_embedding": cfg.quantize_embedding},
         "model": model_section(args, weights), "max_seq_len": cfg.max_seq_len,
         "tokenizer": str(Path(cfg.tokenizer).resolve()) if cfg.tokenizer else None,
         "settings_hash": settings_hash(export_settings(model, weights, backend, cfg)),
     }
     t0 = time.perf_counter()
-    with atomic_path(out) as tmp, _staged_data(out, tmp) as data:
-        info = backend.export(model, cfg, tmp, steps) or {}
-        if info.pop("data_file", None):  # weights beside the program (same stem), published with it
+    with staging_path(out) as tmp, _staged_data(out, tmp) as data:
+        res: ExportResult = backend.export(model, cfg, tmp, steps)
+        if res.data_file:  # weights beside the program (same stem), published with it
             manifest["data_file"] = data.final.name
-        quant_ref = info.pop("quantized_reference", None)
-        companions = info.pop("companions", [])  # files a backend writes beside the artifact (ONNX's .ort)
-        for k, v in info.items():  # backend facts: delegation, sizes, io contract, ...
-            if k == "quant":
-                manifest["quant"].update(v)
-            else:
-                manifest[k] = v
+        manifest["quant"].update(res.quant)
+        manifest.update(res.facts)  # backend facts: delegation, sizes, io contract, ...
+        if res.structural_verification is not None:
+            manifest["structural_verification"] = res.structural_verification
         manifest["export_seconds"] = round(time.perf_counter() - t0, 1)
         manifest["export_step_seconds"] = {k: round(v, 1) for k, v in steps.times.items()}  # where the time went
+        manifest["export_peak_rss_mb"] = peak_rss_mb()
         has_data = "data_file" in manifest
         manifest["sizes"] = {"file_bytes": size_bytes(tmp) + (size_bytes(data.staged) if has_data else 0),
                              **manifest.get("sizes", {})}
@@ -91,7 +94,7 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
         if verify:
             try:
                 with steps.step("verify"):
-                    manifest["verification"] = _verify(backend, tmp, manifest, model, cfg, quant_ref, info)
+                    manifest["verification"] = _verify(backend, tmp, manifest, model, cfg, res)
             except VerificationError as e:
                 manifest["verification"] = getattr(e, "report", {"error": str(e)})
                 failed = out.with_name(out.name + ".failed")
@@ -101,11 +104,24 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
                 write_manifest(failed, manifest)
                 raise VerificationError(f"{e}; the artifact is kept as {failed} with the report in "
                                         f"{manifest_path(failed).name}") from None
-        data.publish(data.final)  # the program's weights land before the program
-        for comp in companions:  # each verified by its backend; published, with its manifest, before the artifact
-            _publish_companion(out.with_suffix(comp["suffix"]), Path(comp["path"]), {**manifest, **comp["manifest"]})
-        write_manifest(out, manifest)  # the manifest lands first; the artifact appears last
+        # Publish order: data file, companions, the artifact, and its manifest last. A manifest names
+        # the sha256 of its artifact, and reuse checks it: a stop between the renames leaves either no
+        # manifest or one whose file does not match, never a valid-looking pair of mismatched files.
+        remove_path(manifest_path(out))
+        data.publish(data.final)
+        for comp in res.companions:  # each verified by its backend
+            _publish_companion(out.with_suffix(comp.suffix), Path(comp.path), {**manifest, **comp.manifest})
+        publish(tmp, out)
+        write_manifest(out, manifest)
     return out, manifest
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (the export's, in a one-export process)."""
+    import resource
+    import sys
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 
 
 class _staged_data:
@@ -130,21 +146,27 @@ class _staged_data:
 
 
 def _publish_companion(final: Path, staged: Path, manifest: dict) -> None:
-    with atomic_path(final) as tmp:
-        os.replace(staged, tmp)
-        write_manifest(final, {**manifest, "artifact": final.name, "companion_of": manifest["artifact"],
-                               "sha256": sha256(tmp), "sizes": {**manifest["sizes"], "file_bytes": size_bytes(tmp)}})
+    remove_path(manifest_path(final))
+    digest, size = sha256(staged), size_bytes(staged)
+    os.replace(staged, final)
+    write_manifest(final, {**manifest, "artifact": final.name, "companion_of": manifest["artifact"],
+                           "sha256": digest, "sizes": {**manifest["sizes"], "file_bytes": size}})
 
 
-def _verify(backend: Backend, tmp: Path, manifest: dict, model, cfg: ExportConfig, quant_ref, info) -> dict:
+def _verify(backend: Backend, tmp: Path, manifest: dict, model, cfg: ExportConfig, res: ExportResult) -> dict:
     from mobilellm.models.generate import EagerRunner
     why = backend.runtime_missing()
     if why:
-        structural = info.get("structural_verification") or {}
+        structural = res.structural_verification or {}
         return {"numerical": f"not possible here: {why}", "structural": structural,
                 "passed": structural.get("passed", None)}
     session = backend.open(tmp, manifest)
     session.load()
     session.init()
     model.reset_cache()
-    return V.verify(session, EagerRunner(model), cfg.quant, quant_ref)
+    return V.verify(session, EagerRunner(model), cfg.scheme, res.quantized_reference, trained=_trained(manifest))
+
+
+def _trained(manifest: dict) -> bool:
+    """Real weights make every position's top-1 meaningful; random ones leave near-ties."""
+    return not str(manifest["model"]["weights"]).startswith("random")

@@ -9,20 +9,33 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(final: Path):
-    """Yield a temporary sibling path; rename it onto `final` on success, remove it on error.
-    Works for files and for directories (a .mlpackage)."""
+def staging_path(final: Path):
+    """Yield a temporary sibling path of `final` (same suffix, hidden name); it is removed on exit,
+    whatever happened: the caller publishes it with `publish` before that."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".partial-{os.getpid()}-{final.name}")  # keeps the suffix runtimes look at
     remove_path(tmp)
     try:
         yield tmp
-        if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
     finally:
         remove_path(tmp)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Rename a finished temporary file or directory (a .mlpackage) onto its final name."""
+    if final.is_dir() and not final.is_symlink():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path):
+    """Yield a temporary sibling path; rename it onto `final` on success, remove it on error.
+    Works for files and for directories (a .mlpackage)."""
+    with staging_path(final) as tmp:
+        yield tmp
+        publish(tmp, Path(final))
 
 
 def remove_path(p: Path) -> None:

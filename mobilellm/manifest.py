@@ -4,6 +4,7 @@ Benchmarks, verification and the phone apps read this; nothing parses file names
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import platform
@@ -15,7 +16,8 @@ from mobilellm.errors import UserError
 from mobilellm.io import atomic_path
 
 SCHEMA = "mobilellm.manifest"
-VERSION = 1
+VERSION = 2  # 2: schemes are values (quant/schemes.py); version-1 manifests are read with their scheme mapped
+READABLE = (1, 2)
 TOOLS = ("mobilellm", "torch", "executorch", "torchao", "coremltools", "onnx", "onnxruntime", "onnxscript")
 
 
@@ -42,6 +44,21 @@ def model_section(args, weights: str) -> dict:
         "layer_sharing": args.layer_sharing, "param_count": args.param_count(),
         "args": dataclasses.asdict(args),
     }
+
+
+@functools.lru_cache(maxsize=1)
+def code_hash() -> str:
+    """Of the code that makes artifacts (models/, quant/, export/ as installed): part of every settings
+    hash, so an artifact made before a lowering or quantization fix is not reused after it."""
+    from mobilellm import export, models, quant
+    h = hashlib.sha256()
+    for pkg in (models, quant, export):
+        root = Path(pkg.__file__).parent
+        for f in sorted(root.rglob("*.py")):
+            if "tests" not in f.relative_to(root).parts:
+                h.update(str(f.relative_to(root.parent)).encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def settings_hash(settings: dict) -> str:
@@ -71,6 +88,23 @@ def read_manifest(artifact: Path, required: bool = True) -> dict | None:
         raise UserError(f"manifest {path} is not valid JSON: {e}") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise UserError(f"{path} is not a mobilellm manifest (schema {SCHEMA!r} expected)")
-    if doc.get("version") != VERSION:
-        raise UserError(f"manifest {path} has version {doc.get('version')}; this mobilellm reads version {VERSION}")
+    if doc.get("version") not in READABLE:
+        raise UserError(f"manifest {path} has version {doc.get('version')!r}; this mobilellm reads versions "
+                        f"{', '.join(map(str, READABLE))}")
+    return _current(doc, path)
+
+
+def _current(doc: dict, path: Path) -> dict:
+    """A manifest in this version's terms: the scheme by its current name (older names mapped, with a
+    note in `quant.legacy_note`), its definition filled in; an unknown scheme is a clear error."""
+    from mobilellm.quant import schemes
+    q = doc.get("quant")
+    if not isinstance(q, dict) or not isinstance(q.get("scheme"), str) or not isinstance(doc.get("backend"), str):
+        raise UserError(f"manifest {path} lacks its backend or quant.scheme")
+    try:
+        scheme, note = schemes.from_manifest(doc["backend"], q["scheme"], int(doc["version"]))
+    except UserError as e:
+        raise UserError(f"manifest {path}: {e}") from None
+    doc["quant"] = {**q, "scheme": scheme.name, "definition": q.get("definition") or scheme.definition(),
+                    **({"legacy_note": note, "recorded_scheme": q["scheme"]} if note else {})}
     return doc

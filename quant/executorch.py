@@ -2,6 +2,9 @@
 own quantizers. A pass takes a float eager model and returns it quantized; model code never
 knows about quantization.
 
+Which scheme uses which pass is the executorch backend's table (export/backends/executorch.py);
+here each pass reads the scheme's fields (quant/schemes.py), never its name.
+
   w8a8         torchao Int8DynamicActivationIntxWeightConfig(int8, PerAxis(0)): int8 symmetric
                per-channel weights, int8 asymmetric per-token dynamic activations (the paper's
                per-token min-max W8A8); lowers to XNNPACK's dynamically quantized GEMM
@@ -15,26 +18,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-EAGER_SCHEMES = ("fp32", "w8a8", "8da4w")
-GRAPH_SCHEMES = ("w8a8-static",)
-
-
-def quantize_eager(model: nn.Module, scheme: str, group_size: int = 32, embedding: bool = False) -> dict:
-    """In place on an export copy (with `tie_output_module()` applied). Returns what was done."""
+def quantize_eager(model: nn.Module, scheme, group_size: int = 32, embedding: bool = False) -> dict:
+    """In place on an export copy (with `tie_output_module()` applied): the dynamic-activation
+    schemes (`scheme.activations == "dynamic"`, per-token) and the optional int8 embedding.
+    Returns what was done."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
 
     details: dict = {}
-    if scheme in ("w8a8", "8da4w"):
-        if scheme == "8da4w" and (group_size % 32 or model.args.dim % group_size or model.args.ffn_hidden % group_size):
+    if scheme.activations == "dynamic":
+        grouped = scheme.weight_granularity == "per-group"
+        if grouped and (group_size % 32 or model.args.dim % group_size or model.args.ffn_hidden % group_size):
             from mobilellm.errors import UserError
             raise UserError(f"--group-size {group_size} must be a multiple of 32 (XNNPACK) that divides the model "
                             f"width {model.args.dim} and FFN width {model.args.ffn_hidden}")
         cfg = Int8DynamicActivationIntxWeightConfig(
-            weight_dtype=torch.int8 if scheme == "w8a8" else torch.int4,
-            weight_granularity=PerAxis(0) if scheme == "w8a8" else PerGroup(group_size))
+            weight_dtype={"int8": torch.int8, "int4": torch.int4}[scheme.weights],
+            weight_granularity=PerGroup(group_size) if grouped else PerAxis(0))
         quantize_(model, cfg, filter_fn=lambda m, fqn: isinstance(m, nn.Linear))
-        details = {"weights": "int8 per-channel symmetric" if scheme == "w8a8" else f"int4 groups of {group_size}",
+        details = {"weights": f"{scheme.weights} " + (f"groups of {group_size}" if grouped else "per-channel symmetric"),
                    "activations": "int8 dynamic per-token (asymmetric)", "quantizer": "torchao " + type(cfg).__name__}
     if embedding:
         quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),

@@ -7,11 +7,12 @@ q/k/v/o, gate/up/down and output projections). Left in float on purpose:
   - MatMuls with another constant (a RoPE rotate-half matrix): no speed to gain, q/k error to add;
   - Gather/GatherND over the embedding and RoPE tables, the causal mask (built with Range/
     LessOrEqual/Where, holding -inf): a quantized mask table gives -inf * 0 = NaN.
-The schemes:
-  w8a8          QDQ static: int8 symmetric per-channel weights, uint8 asymmetric per-tensor
-                activations calibrated on text (MinMax over prefill and decode steps).
-  w8a8-dynamic  int8 per-channel weights, activations quantized per call (DynamicQuantizeLinear).
-  fp32          no pass.
+The passes, chosen by the scheme's fields (which scheme the backend offers is its table,
+export/backends/onnx.py):
+  static activations   QDQ static: int8 symmetric per-channel weights, uint8 asymmetric per-tensor
+                       activations calibrated on text (MinMax over prefill and decode steps).
+  dynamic, per-tensor  int8 per-channel weights, activations quantized per call (DynamicQuantizeLinear).
+  float                no pass.
 uint8 activations with int8 weights is the pairing MLAS, onnxruntime's CPU GEMM library, runs
 natively on both targets: x86 VNNI `vpdpbusd` multiplies u8 by s8, and the ARM64 `udot`/`ummla`
 kernels take u8 activations with weights of either sign. int8 activations are fast on ARM but go
@@ -23,14 +24,10 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from mobilellm.errors import UserError
-
-SCHEMES = ("w8a8", "w8a8-dynamic", "fp32")
-
 
 def _reader(feeds: Iterable[dict]):
     from onnxruntime.quantization import CalibrationDataReader
@@ -92,17 +89,15 @@ def _name_nodes(model: onnx.ModelProto) -> None:
             n.name = f"{n.op_type}_{i}"
 
 
-def quantize(src: Path, dst: Path, scheme: str, feeds: Iterable[dict] | None = None,
-             quantize_embedding: bool = False) -> dict:
-    """Write the `scheme` version of float model `src` to `dst`; returns the manifest's quant facts."""
+def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) -> dict:
+    """Write the `scheme` (a quant.schemes.Scheme) version of float model `src` to `dst`; returns the
+    manifest's quant facts."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    if scheme not in SCHEMES:
-        raise UserError(f"ONNX quantization scheme {scheme!r} is not supported; valid: {', '.join(SCHEMES)}")
-    if quantize_embedding:
-        raise UserError("--quantize-embedding is not implemented by the ONNX backend: its embedding table stays "
-                        "float32 (the tied output projection is quantized); drop the flag or use --backend executorch")
-    if scheme == "fp32":
+    if scheme.quantized and (scheme.weights, scheme.weight_granularity) != ("int8", "per-channel"):
+        raise UserError(f"the ONNX passes quantize weights to int8 per channel; {scheme.name} asks for "
+                        f"{scheme.weights} {scheme.weight_granularity}")
+    if not scheme.quantized:
         shutil.copyfile(src, dst)
         return {"format": "float", "activation_type": "float32", "weight_type": "float32"}
     model = onnx.load(str(src))
@@ -117,7 +112,7 @@ def quantize(src: Path, dst: Path, scheme: str, feeds: Iterable[dict] | None = N
     try:
         common = dict(op_types_to_quantize=["MatMul"], nodes_to_quantize=weights, per_channel=True,
                       reduce_range=False, weight_type=QuantType.QInt8)
-        if scheme == "w8a8":
+        if scheme.calibrated:
             if feeds is None:
                 raise UserError("w8a8 (static) needs calibration inputs")
             quantize_static(str(prepared), str(dst), _reader(feeds), quant_format=QuantFormat.QDQ,
@@ -125,9 +120,11 @@ def quantize(src: Path, dst: Path, scheme: str, feeds: Iterable[dict] | None = N
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                                            "OpTypesToExcludeOutputQuantization": ["MatMul"]}, **common)
             info = {"format": "QDQ static", "activation_type": "uint8 asymmetric, per-tensor, calibrated (MinMax)"}
-        else:
+        elif scheme.activation_granularity == "per-tensor":
             quantize_dynamic(str(prepared), str(dst), extra_options={"WeightSymmetric": True}, **common)
             info = {"format": "dynamic (MatMulInteger)", "activation_type": "uint8 asymmetric, per-tensor, per call"}
+        else:
+            raise UserError(f"no ONNX pass for {scheme.name} ({scheme.definition()})")
     finally:
         prepared.unlink(missing_ok=True)
     info.update(preprocess="quant_pre_process (symbolic shape inference skipped)",
@@ -135,15 +132,3 @@ def quantize(src: Path, dst: Path, scheme: str, feeds: Iterable[dict] | None = N
                 excluded_nodes=excluded, excluded_reason="MatMuls without a weight operand (attention, RoPE); "
                 "Gather/GatherND tables, the causal mask and norms stay float", materialized_transposes=transposed)
     return info
-
-
-def initializer_bytes(model: onnx.ModelProto) -> dict:
-    """Stored bytes split into embedding (table and output projection), blocks, and the rest."""
-    out = {"embedding_bytes": 0, "blocks_bytes": 0, "other_bytes": 0}
-    for t in model.graph.initializer:
-        n = int(np.prod(t.dims)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
-        key = ("embedding_bytes" if "embed_tokens" in t.name else "blocks_bytes" if ".layers." in t.name
-               else "other_bytes")
-        out[key] += n
-    return out
-

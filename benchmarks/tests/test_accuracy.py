@@ -31,7 +31,7 @@ def artifacts(tmp_path_factory, tiny_ckpt):
     from mobilellm.models.checkpoint import checkpoint_label, load_model
     out = tmp_path_factory.mktemp("acc")
     made = {}
-    for backend, scheme in (("executorch", "fp32"), ("executorch", "w8a8"), ("onnx", "w8a8")):
+    for backend, scheme in (("executorch", "fp32"), ("executorch", "w8a8"), ("onnx", "w8a8-static")):
         model = load_model(tiny_ckpt, max_seq_len=MSL)
         cfg = ExportConfig(quant=scheme, max_seq_len=MSL, tokenizer=tiny_ckpt / "tokenizer.model")
         made[(backend, scheme)], _ = export_artifact(model, checkpoint_label(tiny_ckpt), get_backend(backend), cfg,
@@ -61,7 +61,7 @@ def test_windows_open_with_bos_and_refuse_short_text():
 
 
 def test_eval_fp32_artifact_matches_eager_and_w8a8_shows_its_cost(artifacts, held_text, tmp_path, cli):
-    arts = [artifacts[k] for k in (("executorch", "fp32"), ("executorch", "w8a8"), ("onnx", "w8a8"))]
+    arts = [artifacts[k] for k in (("executorch", "fp32"), ("executorch", "w8a8"), ("onnx", "w8a8-static"))]
     p = cli("eval", *arts, "--text", held_text, "--out", tmp_path / "acc.json")
     recs = schema.load(tmp_path / "acc.json")
     val = {(r["backend"], r["scheme"], r["metric"]): r["value"] for r in recs}
@@ -71,7 +71,8 @@ def test_eval_fp32_artifact_matches_eager_and_w8a8_shows_its_cost(artifacts, hel
     assert val[("executorch", "fp32", "top1_agreement")] > 0.999
     assert val[("executorch", "fp32", "kl_divergence")] < 1e-6
     for be in ("executorch", "onnx"):
-        scheme = "w8a8+emb8" if be == "executorch" and ("executorch", "w8a8+emb8", "perplexity") in val else "w8a8"
+        scheme = ("w8a8+emb8" if ("executorch", "w8a8+emb8", "perplexity") in val else "w8a8") if be == "executorch" \
+            else "w8a8-static"
         assert val[(be, scheme, "kl_divergence")] > 1e-6  # quantization is visible, and measured
         assert val[(be, scheme, "top1_agreement")] > 0.5
     r0 = next(r for r in recs if r["metric"] == "perplexity" and r["backend"] == "executorch")
@@ -115,7 +116,7 @@ def test_trained_preset_w8a8_holds_the_perplexity_bar(preset, tmp_path, cli):
     arts = [tmp_path / f"{preset}.pte", tmp_path / f"{preset}.onnx"]
     cli("export", "--model", preset, "--backend", "executorch", "--quant", "w8a8", "--quantize-embedding",
         "--out", tmp_path, "--name", arts[0].name)
-    cli("export", "--model", preset, "--backend", "onnx", "--quant", "w8a8", "--out", tmp_path, "--name", arts[1].name)
+    cli("export", "--model", preset, "--backend", "onnx", "--quant", "w8a8-static", "--out", tmp_path, "--name", arts[1].name)
     cli("eval", *arts, "--max-tokens", "4096", "--out", tmp_path / "acc.json")
     recs = schema.load(tmp_path / "acc.json")
     ref = next(r["value"] for r in recs if r["backend"] == "eager" and r["metric"] == "perplexity")

@@ -13,14 +13,13 @@ import json
 import platform
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mobilellm.errors import UserError
-from mobilellm.export.base import Backend, ExportConfig, Session, register
+from mobilellm.export.base import Backend, ExportConfig, ExportResult, Session, register
 from mobilellm.models.generate import check_tokens
 
 CHUNKS = (64, 32, 16, 8, 4, 2, 1)
@@ -28,17 +27,22 @@ COMPUTE_UNITS = "ALL"  # CPU, GPU and Neural Engine: Core ML places each op
 DEPLOYMENT = "iOS18"  # stateful models need iOS 18 / macOS 15 (spec version 9)
 
 
-@dataclass
-class CoreMLPlugin(Backend):
-    """A Backend that also names schemes it refuses and why (Core ML has no dynamic activations)."""
-
-    refused: dict = field(default_factory=dict)
-
-    def check_scheme(self, scheme: str) -> None:
-        if scheme in self.refused:
-            raise UserError(f"backend {self.name!r} cannot do quantization scheme {scheme!r}: {self.refused[scheme]}; "
-                            f"valid for {self.name}: {', '.join(self.schemes)}")
-        super().check_scheme(scheme)
+# The schemes the Core ML backends implement, and with what (the one table; executorch-coreml shares it).
+SCHEMES = {
+    "fp32": "none: float32 weights and compute (the KV-cache states are fp16: Core ML states are fp16 only)",
+    "fp16": "none: float16 weights and compute",
+    "8w": "coremltools.optimize.coreml.linear_quantize_weights, int8 per-channel symmetric (embedding/output "
+          "head included, stored once), fp16 activations",
+    "w8a8-static": "int8 per-tensor static activations into every block linear: off macOS PT2E with ExecuTorch's "
+                   "CoreMLQuantizer (coremltools.optimize.torch config) calibrated in eager PyTorch, on macOS "
+                   "coremltools' linear_quantize_activations; weights by linear_quantize_weights; output head "
+                   "int8 weights with fp16 activations",
+}
+_NO_DYNAMIC = ("Core ML has no dynamic (per-call) activation quantization; its int8 activations are static, "
+               "per-tensor, calibrated ahead of time (coremltools and ExecuTorch's Core ML docs)")
+CLOSEST = {"w8a8": ("w8a8-static", f"{_NO_DYNAMIC}; the paper's per-token dynamic W8A8 is not expressible")}
+REFUSED = {"w8a8-dynamic-per-tensor": f"{_NO_DYNAMIC}; use --quant w8a8-static",
+           "8da4w": f"{_NO_DYNAMIC}, and 8da4w needs dynamic int8 activations; use --quant 8w or w8a8-static"}
 
 
 def chunk_lengths(max_seq_len: int) -> list[int]:
@@ -47,9 +51,6 @@ def chunk_lengths(max_seq_len: int) -> list[int]:
 
 def state_model(model, cfg: ExportConfig):
     """An export copy with the Core ML cache, its example inputs and its dynamic length."""
-    if cfg.quantize_embedding and cfg.quant in ("fp16", "fp32"):
-        raise UserError("--quantize-embedding: the embedding table is also the output head's matrix, stored once; "
-                        "Core ML quantizes it with the weights: use --quant w8 or w8a8-static")
     em = copy.deepcopy(model).set_kv("state").eval().requires_grad_(False)
     example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0], dtype=torch.long))
     dyn = ({1: torch.export.Dim("T", min=1, max=max(chunk_lengths(cfg.max_seq_len)))}, None)
@@ -61,19 +62,22 @@ def _export(model, cfg: ExportConfig, out: Path, steps) -> dict:
     args, lengths = model.args, chunk_lengths(cfg.max_seq_len)
     em, example, dyn = state_model(model, cfg)
     prog, quant, ref = em, {}, None
-    mac_a8 = cfg.quant == "w8a8-static" and runtime_missing() is None
-    if cfg.quant == "w8a8-static" and not mac_a8:
+    mac_a8 = cfg.scheme.calibrated and cfg.host_os == "Darwin"  # calibrates through Core ML prediction
+    if mac_a8 and runtime_missing():
+        raise UserError(f"w8a8-static on macOS calibrates through Core ML prediction, which is unavailable: {runtime_missing()}")
+    if cfg.scheme.calibrated and not mac_a8:
         prog, quant, ref = Q.calibrated(model, em, example, dyn, cfg, steps, max(lengths))
+        quant.update(quantized_eager_check(model, ref, cfg))
     with steps.step("torch.export"), torch.no_grad():
         ep = torch.export.export(prog, example, dynamic_shapes=dyn, strict=False).run_decompositions({})
     with steps.step("convert (coremltools)"):
-        ml = convert(ep, cfg.quant, lengths, tuple(em.kv[0].k_cache.shape))
+        ml = convert(ep, cfg.scheme, lengths, tuple(em.kv[0].k_cache.shape))
     if mac_a8:
         windows, source = Q.calibration(model, cfg, max(lengths))
         with steps.step("calibrate activations (Core ML prediction)"):
             ml = Q.quantize_activations_macos(ml, windows, lengths)
         quant = {"method": "coremltools linear_quantize_activations + linear_quantize_weights", "calibration": source}
-    if cfg.quant in ("w8", "w8a8-static"):
+    if cfg.scheme.quantized:
         with steps.step("quantize weights (coremltools)"):
             ml = Q.quantize_weights(ml, args.head_dim)
     ml.short_description = (f"MobileLLM {args.name} ({args.variant}), {cfg.quant}: forward(tokens, input_pos) -> "
@@ -85,14 +89,26 @@ def _export(model, cfg: ExportConfig, out: Path, steps) -> dict:
         ml.save(str(out))
         (out / "executorch_debug_handle_mapping.json").unlink(missing_ok=True)  # ExecuTorch's aid, not Core ML's
     structural = inspect_package(out, model, cfg, quant)
-    return {"quant": {**quant, "description": Q.DESCRIPTIONS[cfg.quant],
-                      "embedding": "int8, shared with the output head" if cfg.quant in ("w8", "w8a8-static") else
-                      "float, shared with the output head"},
-            "io": io_contract(args, cfg, lengths, structural.pop("state_names")), "structural_verification": structural,
-            "coreml": {"compute_units": COMPUTE_UNITS, "deployment_target": DEPLOYMENT, "spec_version":
-                       structural["spec_version"], "compute_precision": "fp32" if cfg.quant == "fp32" else "fp16"},
-            "sizes": {"weight_bytes": structural["weight_file_bytes"]},
-            "runtime": {"name": "coreml", "state": "MLModel.make_state()"}, "quantized_reference": ref}
+    quant["embedding"] = f"{'int8' if cfg.scheme.quantized else 'float'}, shared with the output head"
+    return ExportResult(quant=quant, quantized_reference=ref, structural_verification=structural, facts={
+        "io": io_contract(args, cfg, lengths, structural.pop("state_names")),
+        "coreml": {"compute_units": COMPUTE_UNITS, "deployment_target": DEPLOYMENT, "spec_version":
+                   structural["spec_version"], "compute_precision": cfg.scheme.compute},
+        "sizes": {"weight_bytes": structural["weight_file_bytes"]},
+        "runtime": {"name": "coreml", "state": "MLModel.make_state()"}})
+
+
+def quantized_eager_check(model, ref, cfg: ExportConfig) -> dict:
+    """The calibrated eager model against eager fp32 on the fixed check (the scheme's own error)."""
+    from mobilellm.export import verify as V
+    from mobilellm.models.generate import EagerRunner
+    prompt = V.fixed_prompt(model.args.vocab_size)
+    model.reset_cache()
+    want, fed = V.run_fixed(EagerRunner(model), None, prompt)
+    got, _ = V.run_fixed(ref, fed, prompt)
+    c, t = V.compare(got, want), cfg.scheme.vs_fp32
+    return {"quantized_eager_vs_fp32": c, "thresholds": t.__dict__,
+            "quantized_eager_passed": c["top1"] >= t.min_top1 and c["cosine_min"] >= t.min_cosine}
 
 
 @contextlib.contextmanager
@@ -110,13 +126,13 @@ def merge_small_constants():
         const_deduplication._const_threshold = default
 
 
-def convert(ep, scheme: str, lengths: list[int], cache: tuple):
+def convert(ep, scheme, lengths: list[int], cache: tuple):
     """ct.convert with the enumerated token lengths and one fp16 state per cache buffer."""
     import coremltools as ct
     with merge_small_constants():
         return ct.convert(
             ep, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18, skip_model_load=True,
-            compute_precision=ct.precision.FLOAT32 if scheme == "fp32" else ct.precision.FLOAT16,
+            compute_precision=ct.precision.FLOAT32 if scheme.compute == "fp32" else ct.precision.FLOAT16,
             compute_units=ct.ComputeUnit[COMPUTE_UNITS],
             inputs=[ct.TensorType("tokens", ct.EnumeratedShapes([[1, t] for t in lengths], default=[1, 1]), np.int32),
                     ct.TensorType("input_pos", (1,), np.int32)],
@@ -131,7 +147,7 @@ def io_contract(args, cfg: ExportConfig, lengths: list[int], states: list[str]) 
     return {"inputs": [{"name": "tokens", "dtype": "int32", "shape": [1, "T"], "enumerated_T": sorted(lengths),
                         "default_T": 1},
                        {"name": "input_pos", "dtype": "int32", "shape": [1], "role": "position"}],
-            "outputs": [{"name": "logits", "dtype": "float32" if cfg.quant == "fp32" else "float16",
+            "outputs": [{"name": "logits", "dtype": "float32" if cfg.scheme.compute == "fp32" else "float16",
                          "shape": [1, "T", args.vocab_size]}],
             "states": [{"name": n, "dtype": "float16", "shape": kv} for n in states],
             "chunk_lengths": sorted(lengths),
@@ -164,7 +180,7 @@ def inspect_package(pkg: Path, model, cfg: ExportConfig, quant: dict | None = No
         "weight_blobs": len(blobs), "duplicate_weight_blobs": dup, "weight_file_bytes": wbytes,
         "bytes_per_stored_param": round(wbytes / a.param_count(), 4), "op_counts": dict(count.most_common()),
     }
-    quantized = cfg.quant in ("w8", "w8a8-static")
+    quantized = cfg.scheme.quantized
     checks = {
         "ios18_ml_program": spec.specificationVersion >= 9 and spec.WhichOneof("Type") == "mlProgram",
         "io_names": set(facts["inputs"]) == {"tokens", "input_pos"} and (
@@ -177,7 +193,7 @@ def inspect_package(pkg: Path, model, cfg: ExportConfig, quant: dict | None = No
                                         and qf["quantized_weight_ops_not_linear_weights"] == 0) if quantized
         else qf["quantized_weight_ops"] == 0,
         "activations_quantized_as_scheme": qf["linear_ops_int8_inputs"] >= per_block * a.n_executed
-        if cfg.quant == "w8a8-static" else qf["activation_quantize_ops"] == 0,
+        if cfg.scheme.calibrated else qf["activation_quantize_ops"] == 0,
     }
     if quant and "quantized_eager_passed" in quant:
         checks["quantized_eager_meets_thresholds"] = quant["quantized_eager_passed"]
@@ -289,13 +305,8 @@ class CoreMLSession(Session):
         return np.concatenate(rows, 0)
 
 
-def _refused():
-    from mobilellm.quant.coreml import REFUSED
-    return REFUSED
-
-
-register(CoreMLPlugin(
-    name="coreml", suffix=".mlpackage", schemes=("fp16", "fp32", "w8", "w8a8-static"),
+register(Backend(
+    name="coreml", suffix=".mlpackage", schemes=SCHEMES, closest=CLOSEST, refused=REFUSED, apple_only=False,
     summary="Core ML ML Program (.mlpackage), iOS 18 / macOS 15, KV cache as Core ML state, fp16 compute",
     export=_export, open=lambda path, manifest: CoreMLSession(Path(path), manifest),
-    runtime_missing=runtime_missing, default_scheme="fp16", refused=_refused()))
+    runtime_missing=runtime_missing, default_scheme="fp16"))

@@ -15,11 +15,24 @@ import numpy as np
 import torch
 
 from mobilellm.errors import UserError
-from mobilellm.export.base import Backend, ExportConfig, Session, register
+from mobilellm.export.base import Backend, ExportConfig, ExportResult, Session, register
 from mobilellm.models.generate import EagerRunner, GraphRunner, check_tokens
 
-SCHEMES = ("fp32", "w8a8", "w8a8-static", "8da4w")
-CACHE_SAFE = ("fp32", "w8a8", "8da4w")  # packed weights do not depend on activation quantization parameters
+# The schemes this backend implements, and with which quantizer (quant/executorch.py runs them).
+SCHEMES = {
+    "fp32": "none",
+    "w8a8": "torchao Int8DynamicActivationIntxWeightConfig(weight_dtype=int8, PerAxis(0)): XNNPACK's dynamically "
+            "quantized GEMM (qd8, per-token)",
+    "8da4w": "torchao Int8DynamicActivationIntxWeightConfig(weight_dtype=int4, PerGroup(group_size))",
+    "w8a8-static": "PT2E: ExecuTorch XNNPACKQuantizer, get_symmetric_quantization_config(is_per_channel=True, "
+                   "is_dynamic=False), calibrated on text windows",
+}
+
+
+def cache_safe(scheme) -> bool:
+    """XNNPACK's weight cache may pack a weight once for every call site: true unless activations are
+    calibrated (then the packed weights carry each call site's input zero point)."""
+    return not scheme.calibrated
 
 
 def llm_metadata(args, max_seq_len: int) -> dict:
@@ -42,13 +55,13 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
     em = copy.deepcopy(model).set_kv("custom").tie_output_module().unshare_blocks().eval().requires_grad_(False)
     quant: dict = {}
     with steps.step(f"quantize ({cfg.quant}{' + int8 embedding' if cfg.quantize_embedding else ''})"):
-        quant = Q.quantize_eager(em, cfg.quant, cfg.group_size, cfg.quantize_embedding)
+        quant = Q.quantize_eager(em, cfg.scheme, cfg.group_size, cfg.quantize_embedding)
     example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0], dtype=torch.long))
     dyn = ({1: torch.export.Dim("seq", min=1, max=msl - 1)}, None)
     with steps.step("torch.export"), torch.no_grad():
         ep = torch.export.export(em, example, dynamic_shapes=dyn, strict=False)
-    quant_ref = EagerRunner(em) if cfg.quant != "fp32" or cfg.quantize_embedding else None
-    if cfg.quant == "w8a8-static":
+    quant_ref = EagerRunner(em) if cfg.scheme.quantized or cfg.quantize_embedding else None
+    if cfg.scheme.calibrated:
         from mobilellm.quant.calibration import calibration_for
         windows, source = calibration_for(cfg, args.vocab_size)
         with steps.step(f"calibrate and convert (PT2E, {len(windows)} windows)"):
@@ -76,9 +89,9 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
             storage = ptd.storage_report(data, args.vocab_size * args.dim * (1 if cfg.quantize_embedding else 4))
             sizes.update(data_file_bytes=data.stat().st_size, embedding_stored_twice=not storage["embedding_shared_with_head"],
                          data_file_storage=storage)
-    return {"quant": quant, "delegation": delegation, "io": io_contract(args, msl), "sizes": sizes,
-            "runtime": {"name": "executorch", "method": "forward"}, "quantized_reference": quant_ref,
-            **({"data_file": True} if cfg.external_weights else {})}  # wrote ptd.data_path(out)
+    return ExportResult(quant=quant, quantized_reference=quant_ref, data_file=cfg.external_weights, facts={
+        "delegation": delegation, "io": io_contract(args, msl), "sizes": sizes,
+        "runtime": {"name": "executorch", "method": "forward"}})
 
 
 def io_contract(args, msl: int) -> dict:
@@ -96,8 +109,9 @@ def weight_bytes(args, cfg: ExportConfig) -> dict:
     copies stay, with --external-weights the data file may keep one: see export/ptd.py)."""
     table = args.vocab_size * args.dim
     emb = table + 4 * args.vocab_size if cfg.quantize_embedding else 4 * table
-    head = {"fp32": 4 * table, "w8a8": table + 4 * args.vocab_size, "w8a8-static": table + 4 * args.vocab_size,
-            "8da4w": table // 2 + 4 * args.vocab_size * (args.dim // cfg.group_size)}[cfg.quant]
+    s = cfg.scheme
+    head = (4 * table if not s.quantized else table + 4 * args.vocab_size if s.weights == "int8"
+            else table // 2 + 4 * args.vocab_size * (args.dim // cfg.group_size))
     return {"embedding_bytes": emb, "output_head_bytes": head, "embedding_stored_twice": True}
 
 
@@ -135,8 +149,10 @@ class ExecuTorchSession(Session):
         # compare. Not for static activation quantization: XNNPACK folds the input's zero point into the packed
         # weights, so one cached packing is wrong for a weight fed by differently-quantized inputs (a shared
         # block's second run, RoPE's rotation in every block): +30% perplexity on `tiny` until this was found.
-        scheme = ((manifest or {}).get("quant") or {}).get("scheme")
-        want = os.environ.get("MOBILELLM_XNNPACK_WEIGHT_CACHE", "1") != "0" and scheme in CACHE_SAFE
+        from mobilellm.quant import schemes
+        name = ((manifest or {}).get("quant") or {}).get("scheme")
+        want = os.environ.get("MOBILELLM_XNNPACK_WEIGHT_CACHE", "1") != "0" and (
+            name is None or cache_safe(schemes.get(name)))
         why = set_weight_cache(want)
         self.runtime_options = {"xnnpack_weight_cache": want and why is None}
         if why:
@@ -188,5 +204,5 @@ class ExecuTorchSession(Session):
 register(Backend(
     name="executorch", suffix=".pte", schemes=SCHEMES,
     summary="ExecuTorch .pte, XNNPACK delegate (Android/iOS CPU), llama custom SDPA + KV-cache ops",
-    export=export_model, open=ExecuTorchSession, extra={"external_weights": True},
+    export=export_model, open=ExecuTorchSession, external_weights=True, quantizes_embedding=True,
 ))

@@ -19,7 +19,7 @@ import torch
 
 from mobilellm.errors import UserError
 from mobilellm.export.backends import coreml as C
-from mobilellm.export.base import ExportConfig, Session, register
+from mobilellm.export.base import Backend, ExportConfig, ExportResult, Session, register
 from mobilellm.models.generate import check_tokens
 
 
@@ -33,14 +33,15 @@ def _export(model, cfg: ExportConfig, out: Path, steps) -> dict:
     args, lengths = model.args, C.chunk_lengths(cfg.max_seq_len)
     em, example, dyn = C.state_model(model, cfg)
     prog, quant, ref = em, {}, None
-    if cfg.quant == "w8a8-static":
+    if cfg.scheme.calibrated:
         prog, quant, ref = Q.calibrated(model, em, example, dyn, cfg, steps, max(lengths))
+        quant.update(C.quantized_eager_check(model, ref, cfg))
     with steps.step("torch.export"), torch.no_grad():
         ep = torch.export.export(prog, example, dynamic_shapes=dyn, strict=False)
     specs = CoreMLBackend.generate_compile_specs(
         compute_unit=ct.ComputeUnit[C.COMPUTE_UNITS], minimum_deployment_target=ct.target.iOS18,
-        compute_precision=ct.precision.FLOAT32 if cfg.quant == "fp32" else ct.precision.FLOAT16,
-        op_linear_quantizer_config=Q.op_config_dict(args.head_dim) if cfg.quant in ("w8", "w8a8-static") else None)
+        compute_precision=ct.precision.FLOAT32 if cfg.scheme.compute == "fp32" else ct.precision.FLOAT16,
+        op_linear_quantizer_config=Q.op_config_dict(args.head_dim) if cfg.scheme.quantized else None)
     partitioner = CoreMLPartitioner(compile_specs=specs, take_over_mutable_buffer=True, lower_full_graph=True)
     with steps.step("lower to Core ML (ExecuTorch CoreMLPartitioner)"), C.merge_small_constants():
         edge = to_edge_transform_and_lower(ep, partitioner=[partitioner],
@@ -48,14 +49,12 @@ def _export(model, cfg: ExportConfig, out: Path, steps) -> dict:
     structural = inspect_lowered(edge, model, cfg, quant)
     with steps.step("serialize"):
         out.write_bytes(edge.to_executorch().buffer)
-    return {"quant": {**quant, "description": Q.DESCRIPTIONS[cfg.quant]},
-            "delegation": structural["delegation"], "io": io_contract(args, cfg.max_seq_len, max(lengths)),
-            "structural_verification": structural,
-            "coreml": {"compute_units": C.COMPUTE_UNITS, "deployment_target": C.DEPLOYMENT,
-                       "spec_version": structural["spec_version"], "partitioner": "CoreMLPartitioner(lower_full_graph)",
-                       "compute_precision": "fp32" if cfg.quant == "fp32" else "fp16"},
-            "runtime": {"name": "executorch", "method": "forward", "delegate": "CoreMLBackend"},
-            "quantized_reference": ref}
+    return ExportResult(quant=quant, quantized_reference=ref, structural_verification=structural, facts={
+        "delegation": structural["delegation"], "io": io_contract(args, cfg.max_seq_len, max(lengths)),
+        "coreml": {"compute_units": C.COMPUTE_UNITS, "deployment_target": C.DEPLOYMENT,
+                   "spec_version": structural["spec_version"], "partitioner": "CoreMLPartitioner(lower_full_graph)",
+                   "compute_precision": cfg.scheme.compute},
+        "runtime": {"name": "executorch", "method": "forward", "delegate": "CoreMLBackend"}})
 
 
 def io_contract(args, msl: int, tmax: int) -> dict:
@@ -149,9 +148,9 @@ class ExecuTorchCoreMLSession(Session):
         return torch.cat(rows, 0).float().numpy()
 
 
-register(C.CoreMLPlugin(
-    name="executorch-coreml", suffix=".pte", schemes=("fp16", "fp32", "w8", "w8a8-static"),
+register(Backend(
+    name="executorch-coreml", suffix=".pte", schemes=C.SCHEMES, closest=C.CLOSEST, refused=C.REFUSED,
+    apple_only=True, default_for_suffix=False,
     summary="ExecuTorch .pte delegated whole to Core ML (CoreMLPartitioner), iOS 18, KV cache as Core ML state",
     export=_export, open=lambda path, manifest: ExecuTorchCoreMLSession(Path(path), manifest),
-    runtime_missing=runtime_missing, default_scheme="fp16", refused=C._refused(),
-    extra={"not_default_for_suffix": True}))
+    runtime_missing=runtime_missing, default_scheme="fp16"))

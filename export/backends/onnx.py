@@ -26,18 +26,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilellm.errors import UserError, VerificationError
-from mobilellm.export.base import Backend, Session, register
+from mobilellm.export.base import Backend, Companion, ExportResult, Session, register
 from mobilellm.models.generate import check_tokens
 from mobilellm.models.kv import _causal_mask
 from mobilellm.models.model import RMSNorm
 
 OPSET = 23  # RMSNormalization; onnxruntime (and -mobile) 1.23 or newer
-SCHEMES = ("w8a8", "w8a8-dynamic", "fp32")
-DESCRIPTIONS = {  # what each scheme means here (the generic SCHEME_HELP text is ExecuTorch's reading)
-    "w8a8": "QDQ static: int8 per-channel symmetric weights, uint8 per-tensor activations calibrated on text",
-    "w8a8-dynamic": "int8 per-channel weights, uint8 activations quantized per call (onnxruntime quantize_dynamic)",
-    "fp32": "no quantization",
+# The schemes this backend implements, and with which quantizer (quant/onnx.py runs them).
+SCHEMES = {
+    "fp32": "none",
+    "w8a8-static": "onnxruntime.quantization.quantize_static, QDQ: int8 per-channel symmetric weights, uint8 "
+                   "asymmetric per-tensor activations calibrated on prefill and decode steps (MinMax)",
+    "w8a8-dynamic-per-tensor": "onnxruntime.quantization.quantize_dynamic: int8 per-channel symmetric weights, "
+                               "uint8 asymmetric per-tensor activations per call (DynamicQuantizeLinear + MatMulInteger)",
 }
+CLOSEST = {"w8a8": ("w8a8-dynamic-per-tensor", "onnxruntime's dynamic quantizer computes one activation scale per "
+                    "tensor per call (DynamicQuantizeLinear), not one per token; same int8 per-channel weights")}
 CALIB_PREFILL, CALIB_DECODE, CALIB_WINDOWS = 32, 24, 2  # per calibration window: prefill, then decode steps
 META = "mobilellm."  # metadata_props prefix: the file describes itself (no manifest needed to run it)
 
@@ -185,7 +189,7 @@ def _calibration_feeds(float_path: Path, model, cfg) -> tuple[list[dict], str]:
     windows, source = calibration_windows(cfg.calibration, model.args.vocab_size, tok, window=window,
                                           max_windows=CALIB_WINDOWS)
     a = model.args
-    sess = _new_session(str(float_path), threads=_threads())
+    sess = _new_session(str(float_path), threads=cfg.threads)
     ins, outs = io_names(a.n_executed)
     feeds = []
     for ids in windows:
@@ -200,6 +204,8 @@ def _calibration_feeds(float_path: Path, model, cfg) -> tuple[list[dict], str]:
 
 
 def _threads() -> int:
+    """Threads of a session opened to run an artifact (bench and eval pass theirs through the environment,
+    as the app would set them); exports use ExportConfig.threads."""
     raw = os.environ.get("MOBILELLM_THREADS", "2")
     if not raw.isdigit() or int(raw) < 1:
         raise UserError(f"MOBILELLM_THREADS must be a positive integer, got {raw!r}")
@@ -208,7 +214,6 @@ def _threads() -> int:
 
 def _set_metadata(path: Path, model, cfg) -> dict:
     import onnx
-    from mobilellm.quant.onnx import initializer_bytes
     m = onnx.load(str(path))
     facts = {"max_seq_len": cfg.max_seq_len, "vocab_size": model.args.vocab_size, "quant": cfg.quant,
              "executed_blocks": model.args.n_executed, "model": model.args.name}
@@ -234,10 +239,19 @@ def _write_ort(onnx_path: Path) -> Path:
     return onnx_path.with_suffix(".ort")
 
 
-def _export(model, cfg, tmp: Path, steps) -> dict:
-    if cfg.quantize_embedding:
-        raise UserError("--quantize-embedding is not implemented by the ONNX backend: its embedding table stays "
-                        "float32 (the tied output projection is quantized); drop the flag or use --backend executorch")
+def initializer_bytes(model) -> dict:
+    """Stored bytes split into embedding (table and output projection), blocks, and the rest."""
+    import onnx
+    out = {"embedding_bytes": 0, "blocks_bytes": 0, "other_bytes": 0}
+    for t in model.graph.initializer:
+        n = int(np.prod(t.dims)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        key = ("embedding_bytes" if "embed_tokens" in t.name else "blocks_bytes" if ".layers." in t.name
+               else "other_bytes")
+        out[key] += n
+    return out
+
+
+def _export(model, cfg, tmp: Path, steps):
     stage = Path(tempfile.mkdtemp(prefix=".partial-onnx-", dir=Path(tmp).parent))
     atexit.register(shutil.rmtree, stage, ignore_errors=True)  # the .ort waits here until published
     try:
@@ -257,38 +271,37 @@ def _export_in(model, cfg, tmp: Path, steps, stage: Path) -> dict:
     calib = None
     with steps.step(f"quantize {cfg.quant}"):
         feeds = None
-        if cfg.quant == "w8a8":
+        if cfg.scheme.calibrated:
             feeds, calib = _calibration_feeds(float_path, model, cfg)
-        info = quantize(float_path, final, cfg.quant, feeds, cfg.quantize_embedding)
+        info = quantize(float_path, final, cfg.scheme, feeds)
     facts = _set_metadata(final, model, cfg)
     with steps.step("ORT format (.ort)"):
         ort_path = _write_ort(final)
     with steps.step("verify .ort"):
         model.reset_cache()
         try:
-            sess = _open(ort_path, {})
+            sess = OnnxSession(ort_path, {}, threads=cfg.threads)
             sess.load()
             sess.init()
-            ort_report = V.verify(sess, EagerRunner(model), cfg.quant)
+            ort_report = V.verify(sess, EagerRunner(model), cfg.scheme)
         except VerificationError as e:
             raise VerificationError(f"the ORT-format model: {e}") from None
     os.replace(final, tmp)
-    quant = {**info, "description": DESCRIPTIONS[cfg.quant], "calibration": calib, "opset": OPSET}
+    quant = {**info, "calibration": calib, "opset": OPSET}
     runtime = {"provider": "CPUExecutionProvider", "intra_op_threads": "MOBILELLM_THREADS, default 2"}
-    return {**facts, "quant": quant, "runtime": runtime,
-            "sizes": {**facts["sizes"], "ort_file_bytes": ort_path.stat().st_size},
-            "companions": [{"path": ort_path, "suffix": ".ort",
-                            "manifest": {"format": "ORT (onnxruntime-mobile)", "verification": ort_report}}]}
+    return ExportResult(quant=quant, facts={
+        **facts, "runtime": runtime, "sizes": {**facts["sizes"], "ort_file_bytes": ort_path.stat().st_size}},
+        companions=[Companion(ort_path, ".ort", {"format": "ORT (onnxruntime-mobile)", "verification": ort_report})])
 
 
 class OnnxSession(Session):
     """An `.onnx` or `.ort` file in an onnxruntime InferenceSession; the cache lives here between calls."""
 
-    def __init__(self, path: Path, manifest: dict | None = None):
+    def __init__(self, path: Path, manifest: dict | None = None, threads: int | None = None):
         self.path, self.manifest = Path(path), manifest or {}
         self.max_seq_len = self.manifest.get("max_seq_len")
         self.vocab_size = ((self.manifest.get("model") or {}).get("args") or {}).get("vocab_size")
-        self.threads = _threads()
+        self.threads = threads or _threads()
         self._bytes = self._sess = None
 
     def load(self) -> None:
@@ -355,7 +368,7 @@ def _runtime_missing():
 
 
 register(Backend(
-    name="onnx", suffix=".onnx", schemes=SCHEMES, default_scheme="w8a8",
+    name="onnx", suffix=".onnx", schemes=SCHEMES, closest=CLOSEST, default_scheme="w8a8-static",
     summary="torch.onnx (dynamo) graph with the KV cache as inputs/outputs, onnxruntime CPU; .ort beside it "
             "for onnxruntime-mobile",
     export=_export, open=_open, runtime_missing=_runtime_missing,

@@ -29,7 +29,7 @@ def _export(backend, out, scheme, repeat=1):
 @pytest.fixture(scope="module")
 def w8_pair(tmp_path_factory):
     d = tmp_path_factory.mktemp("w8")
-    return _export(CM, d / "plain", "w8"), _export(CM, d / "shared", "w8", repeat=2)
+    return _export(CM, d / "plain", "8w"), _export(CM, d / "shared", "8w", repeat=2)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_a_dropped_state_write_fails_structural_verification(w8_pair, tmp_path):
     block.operations.extend(keep)
     (broken / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(spec.SerializeToString())
     model = build(from_name("tiny-random"), max_seq_len=MSL)
-    s = inspect_package(broken, model, ExportConfig(quant="w8", max_seq_len=MSL))
+    s = inspect_package(broken, model, ExportConfig(quant="8w", max_seq_len=MSL))
     assert not s["passed"] and not s["checks"]["every_state_written_once"]
 
 
@@ -82,7 +82,7 @@ def test_w8_quantizes_weights_and_stores_them_once(w8_pair):
         assert s["linear_ops_float_weights_over_threshold"] == 0 and s["linear_ops_int8_weights"] > 0
         assert s["activation_quantize_ops"] == 0  # weight-only: never labelled W8A8
         assert s["embedding_gather_shares_head_weight"] and s["duplicate_weight_blobs"] == 0
-        assert m["quant"]["scheme"] == "w8" and "int8" in m["quant"]["description"]
+        assert m["quant"]["scheme"] == "8w" and "int8" in m["quant"]["definition"]
     # layer sharing: twice the executed blocks, the same weight bytes. Only the program text (the
     # op list, ~13 KB per executed block) grows: 0.4% of a 125M package, but most of a tiny one.
     assert ms["structural_verification"]["linear_ops"] > mp["structural_verification"]["linear_ops"]
@@ -99,7 +99,7 @@ def test_w8a8_static_quantizes_activations_of_every_executed_linear(a8_shared):
     per_block = 7  # q, k, v, o, gate, up, down
     assert s["linear_ops_int8_inputs"] == per_block * m["model"]["executed_blocks"]
     assert s["activation_quantize_ops"] > 0 and s["duplicate_weight_blobs"] == 0
-    assert q["scheme"] == "w8a8-static" and "static" in q["description"]
+    assert q["scheme"] == "w8a8-static" and "static" in q["definition"]
     if LINUX:  # PT2E with CoreMLQuantizer: its eager model meets the scheme's thresholds
         assert "CoreMLQuantizer" in q["method"] and q["quantized_eager_passed"]
         assert q["quantized_eager_vs_fp32"]["cosine_min"] >= q["thresholds"]["min_cosine"]
@@ -117,7 +117,7 @@ def test_manifest_records_deployment_and_io(w8_pair):
 
 @pytest.mark.parametrize("backend", [CM, ETC], ids=lambda b: b.name)
 def test_dynamic_activation_schemes_refused_with_reason(backend):
-    for scheme in ("w8a8", "w8a8-dynamic", "8da4w"):
+    for scheme in ("w8a8", "w8a8-dynamic-per-tensor", "8da4w"):
         with pytest.raises(UserError, match="no dynamic .*activation quantization.*valid for"):
             backend.check_scheme(scheme)
     with pytest.raises(UserError, match="valid for"):
@@ -126,7 +126,7 @@ def test_dynamic_activation_schemes_refused_with_reason(backend):
 
 def test_quantize_embedding_alone_refused(tmp_path):
     model = build(from_name("tiny-random"), max_seq_len=MSL)
-    with pytest.raises(UserError, match="stored once.*--quant w8"):
+    with pytest.raises(UserError, match="--quantize-embedding is not offered by coreml"):
         export_artifact(model, "r", CM, ExportConfig(quant="fp16", max_seq_len=MSL, quantize_embedding=True), tmp_path)
     assert not list(tmp_path.iterdir())  # nothing half-written
 

@@ -1,6 +1,7 @@
 """ExecuTorch backend on tiny models: every scheme lowers, runs in the ExecuTorch runtime and
 matches eager PyTorch; sharing costs no bytes; ExecuTorch's own LLM runner generates from it.
 Each artifact is exported once per module (exports dominate the suite's time)."""
+import dataclasses
 import shutil
 
 import numpy as np
@@ -12,6 +13,7 @@ from mobilellm.export.pipeline import export_artifact
 from mobilellm.manifest import read_manifest
 from mobilellm.models.config import from_name
 from mobilellm.models.model import build
+from mobilellm.quant import schemes as S
 
 MSL = 64
 ET = get_backend("executorch")
@@ -184,7 +186,7 @@ def test_refuses_existing_output_and_keeps_failed(tmp_path, fp32_ls, monkeypatch
     shutil.copy(fp32_ls[0], tmp_path / fp32_ls[0].name)
     with pytest.raises(UserError, match="already exists; pass --force"):
         _export(tmp_path, "fp32", repeat=2)
-    monkeypatch.setitem(V.THRESHOLDS, "w8a8", V.Thresholds(min_top1=1.0, min_cosine=1.000001))  # unreachable
+    monkeypatch.setitem(S.SCHEMES, "w8a8", dataclasses.replace(S.SCHEMES["w8a8"], vs_fp32=S.Thresholds(1.0, 1.000001)))
     with pytest.raises(VerificationError, match="kept as .*w8a8_executorch.pte.failed"):
         _export(tmp_path, "w8a8")
     assert not (tmp_path / "tiny-random_w8a8_executorch.pte").exists()
@@ -221,7 +223,7 @@ def test_external_weights_store_the_shared_matrix_once(tmp_path, w8a8_pair):
 
 def test_external_weights_failed_verification_leaves_no_pair(tmp_path, monkeypatch, cli):
     from mobilellm.export import verify as V
-    monkeypatch.setitem(V.THRESHOLDS, "w8a8", V.Thresholds(min_top1=1.0, min_cosine=1.000001))  # unreachable
+    monkeypatch.setitem(S.SCHEMES, "w8a8", dataclasses.replace(S.SCHEMES["w8a8"], vs_fp32=S.Thresholds(1.0, 1.000001)))
     with pytest.raises(VerificationError):
         _export(tmp_path, "w8a8", emb=True, external=True)
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -237,7 +239,7 @@ def test_external_weights_failed_verification_leaves_no_pair(tmp_path, monkeypat
     assert list(crash.iterdir()) == []
     bad = cli("export", "--model", "tiny-random", "--backend", "onnx", "--external-weights", "--out", tmp_path,
               check_rc=2)
-    assert "--external-weights" in bad.stderr and "is for the executorch backend" in bad.stderr
+    assert "--external-weights" in bad.stderr and "not offered by onnx; backends that offer it: executorch" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 
@@ -267,7 +269,7 @@ def test_corrupt_or_truncated_pte(tmp_path, fp32_ls):
 
 
 def test_bad_scheme_and_seq_len(tmp_path, cli):
-    with pytest.raises(UserError, match="cannot do quantization scheme 'w8'; valid for executorch: fp32, w8a8"):
+    with pytest.raises(UserError, match="cannot do quantization scheme '8w'; valid for executorch: fp32, w8a8"):
         _export(tmp_path, "w8")
     model = build(from_name("tiny-random"), max_seq_len=MSL)
     with pytest.raises(UserError, match="exceeds the model's context of 256"):

@@ -26,12 +26,12 @@ def _export(out, scheme, repeat=1, **cfg):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx")
-    return {s: _export(out, s) for s in ("fp32", "w8a8", "w8a8-dynamic")}
+    return {s: _export(out, s) for s in ("fp32", "w8a8-static", "w8a8-dynamic-per-tensor")}
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    return _export(tmp_path_factory.mktemp("onnx_ls"), "w8a8", repeat=2)
+    return _export(tmp_path_factory.mktemp("onnx_ls"), "w8a8-static", repeat=2)
 
 
 def _session(path):
@@ -41,7 +41,7 @@ def _session(path):
     return s
 
 
-@pytest.mark.parametrize("scheme", ["fp32", "w8a8", "w8a8-dynamic"])
+@pytest.mark.parametrize("scheme", ["fp32", "w8a8-static", "w8a8-dynamic-per-tensor"])
 def test_each_scheme_exports_and_verifies(exported, scheme):
     path, m = exported[scheme]
     assert path.is_file() and path.suffix == ".onnx"
@@ -53,7 +53,7 @@ def test_each_scheme_exports_and_verifies(exported, scheme):
         q = m["quant"]
         assert q["quantized_matmuls"] == 7 * 2 + 1  # 7 projections per stored block + the output projection
         assert len(q["excluded_nodes"]) >= 2 * 2  # at least the two attention MatMuls per executed block
-    if scheme == "w8a8":
+    if scheme == "w8a8-static":
         assert m["quant"]["activation_type"].startswith("uint8") and "seeded random" in m["quant"]["calibration"]
 
 
@@ -69,8 +69,8 @@ def test_cache_names_one_pair_per_executed_block(exported, shared):
 
 def test_shared_weights_stored_once(exported, shared):
     # the LS model's stored weights are byte-for-byte the size of the unshared one's
-    assert shared[1]["sizes"]["blocks_bytes"] == exported["w8a8"][1]["sizes"]["blocks_bytes"]
-    assert shared[1]["sizes"]["embedding_bytes"] == exported["w8a8"][1]["sizes"]["embedding_bytes"]
+    assert shared[1]["sizes"]["blocks_bytes"] == exported["w8a8-static"][1]["sizes"]["blocks_bytes"]
+    assert shared[1]["sizes"]["embedding_bytes"] == exported["w8a8-static"][1]["sizes"]["embedding_bytes"]
 
 
 def test_layer_shared_file_within_one_percent(tmp_path):
@@ -85,11 +85,11 @@ def test_layer_shared_file_within_one_percent(tmp_path):
 
 def test_no_nan_with_dynamic_quantization(exported):
     # masks, RoPE and embedding tables stay float: a quantized -inf mask gives NaN
-    s = _session(exported["w8a8-dynamic"][0])
+    s = _session(exported["w8a8-dynamic-per-tensor"][0])
     ids = [1] + np.random.default_rng(0).integers(3, 512, 47).tolist()
     out = [s.forward(ids[:40], 0)] + [s.forward([t], 40 + i) for i, t in enumerate(ids[40:])]
     assert np.isfinite(np.concatenate(out)).all()
-    g = onnx.load(str(exported["w8a8-dynamic"][0])).graph
+    g = onnx.load(str(exported["w8a8-dynamic-per-tensor"][0])).graph
     quantized_inputs = {n.output[0] for n in g.node if n.op_type == "DynamicQuantizeLinear"}
     assert {n.op_type for n in g.node if quantized_inputs & set(n.input)} == {"MatMulInteger"}
 
@@ -119,7 +119,7 @@ def test_threads_setting(exported, monkeypatch):
 
 
 def test_ort_format_written_verified_and_loads(exported):
-    path, m = exported["w8a8"]
+    path, m = exported["w8a8-static"]
     ort_path = path.with_suffix(".ort")
     man = json.loads((ort_path.parent / (ort_path.name + ".manifest.json")).read_text())
     assert man["artifact"] == ort_path.name and man["companion_of"] == path.name and man["verification"]["passed"]
@@ -147,8 +147,11 @@ def test_corrupt_onnx_is_a_clear_error(cli, exported, tmp_path):
 
 
 def test_unsupported_scheme_and_options_refused(tmp_path):
-    with pytest.raises(UserError, match="scheme '8da4w'; valid for onnx: w8a8, w8a8-dynamic, fp32"):
+    with pytest.raises(UserError, match="scheme '8da4w'; valid for onnx: fp32, w8a8-static, w8a8-dynamic-per-tensor"):
         _export(tmp_path, "8da4w")
-    with pytest.raises(UserError, match="--quantize-embedding is not implemented by the ONNX backend"):
-        _export(tmp_path, "w8a8-dynamic", quantize_embedding=True)
+    with pytest.raises(UserError, match="scheme 'w8a8': onnxruntime's dynamic quantizer.*closest to w8a8 is "
+                                        "'w8a8-dynamic-per-tensor'"):
+        _export(tmp_path, "w8a8")
+    with pytest.raises(UserError, match="--quantize-embedding is not offered by onnx; backends that offer it: executorch"):
+        _export(tmp_path, "w8a8-dynamic-per-tensor", quantize_embedding=True)
     assert not list(tmp_path.iterdir())  # nothing half-written is left under a final name

@@ -8,13 +8,13 @@ from mobilellm.commands.common import add_model_arguments, build_model
 
 
 def add_arguments(p):
-    from mobilellm.export.base import SCHEME_HELP, UNAVAILABLE, backend_names
+    from mobilellm.export.base import UNAVAILABLE, backend_names
+    from mobilellm.quant.schemes import help_text
     add_model_arguments(p)
     g = p.add_argument_group("export")
     g.add_argument("--backend", default="executorch",
                    help=f"one of: {', '.join(backend_names())} (absent: {', '.join(UNAVAILABLE)})")
-    g.add_argument("--quant", default=None, help="default: the backend's own (w8a8 for executorch and onnx, fp16 for "
-                   "Core ML); " + "; ".join(f"{k}: {v}" for k, v in SCHEME_HELP.items()))
+    g.add_argument("--quant", default=None, help="quantization scheme (default: the backend's own); " + help_text())
     g.add_argument("--max-seq-len", type=int, default=None,
                    help="KV-cache length baked into the artifact (default 512, or the model's context if smaller)")
     g.add_argument("--group-size", type=int, default=32, help="weight group size of 8da4w")
@@ -37,8 +37,7 @@ def main(ns):
     from mobilellm.export.base import ExportConfig, get_backend
     from mobilellm.export.pipeline import export_artifact
     backend = get_backend(ns.backend)
-    ns.quant = ns.quant or backend.default_scheme
-    backend.check_scheme(ns.quant)
+    ns.quant = backend.check_scheme(ns.quant or backend.default_scheme)
     from mobilellm.commands.common import resolve_trained
     from mobilellm.models.tokenizer import tokenizer_file
     resolve_trained(ns)
@@ -75,7 +74,7 @@ def print_summary(path: Path, m: dict) -> None:
     print(f"model        {mm['name']}: {mm['variant']}, {mm['stored_blocks']} stored / {mm['executed_blocks']} "
           f"executed blocks, {mm['param_count']:,} parameters; weights {mm['weights']}")
     print(f"backend      {m['backend']}: {m['backend_summary']}")
-    print(f"quant        {m['quant']['scheme']}: {m['quant']['description']}")
+    print(f"quant        {m['quant']['scheme']}: {m['quant']['definition']}; quantizer: {m['quant']['quantizer']}")
     if "embedding_bytes" in sizes:
         twice = (f", output head {sizes['output_head_bytes'] / 2**20:.1f} MiB (same matrix, second copy)"
                  if sizes.get("embedding_stored_twice") else " (also the output head: stored once)")

@@ -34,16 +34,9 @@ def _tokenizer(ns):
 def main(ns):
     from mobilellm.models.generate import EagerRunner, generate
     if ns.artifact is not None:
-        from mobilellm.export.base import backend_for_artifact
-        from mobilellm.manifest import read_manifest
-        backend = backend_for_artifact(ns.artifact)
-        why = backend.runtime_missing()
-        if why:
-            raise UserError(f"cannot run {ns.artifact} here: {why}")
-        runner = backend.open(ns.artifact, read_manifest(ns.artifact, required=False))
-        runner.load()
-        runner.init()
-        source = f"{ns.artifact} ({backend.name})"
+        from mobilellm.export.base import backend_for_artifact, open_artifact
+        runner = open_artifact(ns.artifact)
+        source = f"{ns.artifact} ({backend_for_artifact(ns.artifact).name})"
     else:
         from mobilellm.commands.common import model_args
         msl = ns.max_seq_len or min(512, model_args(ns)[0].context_len)

@@ -8,10 +8,12 @@ def add_arguments(p):
     p.add_argument("--models", default="125M",
                    help="comma-separated presets; each gives N layers, LS 2xN shared and 2N layers (default 125M)")
     p.add_argument("--checkpoint", type=Path, help="use a local checkpoint's weights instead of seeded random ones")
+    from mobilellm.export.base import backend_names
     p.add_argument("--backends", default=None,
-                   help="comma-separated backends, or 'all' (default: executorch,onnx,coreml, plus executorch-coreml on "
-                        "macOS, where that Apple-only .pte can run)")
-    p.add_argument("--quant", default="w8a8", help="quantization scheme for every backend (default w8a8)")
+                   help=f"comma-separated subset of {', '.join(backend_names())}, or 'all' (default: all but the "
+                        "Apple-only ones off macOS)")
+    p.add_argument("--quant", default="w8a8", help="quantization scheme for every backend (default w8a8, the paper's); "
+                   "a backend without it runs its declared closest, named in the report")
     p.add_argument("--variants", default="base,shared,deep", help="comma-separated subset of base,shared,deep")
     p.add_argument("--max-seq-len", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
@@ -47,8 +49,9 @@ def main(ns):
     bad = [v for v in variants if v not in ("base", "shared", "deep")]
     if bad or not variants:
         raise UserError(f"unknown variant(s) {bad}; valid: base, shared, deep")
-    from mobilellm.benchmarks.pipeline import ALL_BACKENDS, default_backends
-    backends = (default_backends() if ns.backends is None else ALL_BACKENDS if ns.backends.strip() == "all"
+    from mobilellm.benchmarks.pipeline import default_backends
+    from mobilellm.export.base import backend_names
+    backends = (default_backends() if ns.backends is None else tuple(backend_names()) if ns.backends.strip() == "all"
                 else _names(ns.backends))
     for b in backends:
         try:
@@ -65,12 +68,14 @@ def main(ns):
     bad = [a for a in accuracy if a not in TRAINED]
     if bad:
         raise UserError(f"--accuracy: {bad} are not trained presets; valid: {', '.join(TRAINED)}, or none")
-    from mobilellm.export.base import SCHEME_HELP
-    acc_schemes = _names(ns.accuracy_schemes) if ns.accuracy_schemes else (ns.quant,)
-    bad = [s for s in acc_schemes if s not in SCHEME_HELP]
+    from mobilellm.quant import schemes
+    quant = schemes.canonical(ns.quant)
+    acc_names = _names(ns.accuracy_schemes) if ns.accuracy_schemes else (quant,)
+    bad = [s for s in acc_names if schemes.ALIASES.get(s, s) not in schemes.SCHEMES]
     if bad:
-        raise UserError(f"--accuracy-schemes: unknown scheme(s) {bad}; valid: {', '.join(SCHEME_HELP)}")
-    cfg = RunConfig(models=models, backends=backends, quant=ns.quant, max_seq_len=ns.max_seq_len, out=ns.out,
+        raise UserError(f"--accuracy-schemes: unknown scheme(s) {bad}; valid: {', '.join(schemes.names())}")
+    acc_schemes = tuple(schemes.canonical(s) for s in acc_names)
+    cfg = RunConfig(models=models, backends=backends, quant=quant, max_seq_len=ns.max_seq_len, out=ns.out,
                     seed=ns.seed, checkpoint=ns.checkpoint, variants=variants,
                     workers=ns.workers, accuracy=accuracy, accuracy_schemes=acc_schemes,
                     external_weights=ns.external_weights)

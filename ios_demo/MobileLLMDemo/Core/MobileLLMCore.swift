@@ -147,7 +147,8 @@ public func promptChunks(count: Int, lengths: [Int]) throws -> [Int] {
 
 public struct ArtifactManifest: Equatable {
   public static let schema = "mobilellm.manifest"
-  public static let version = 1
+  public static let version = 2  // versions minVersion...version are read
+  public static let minVersion = 1
 
   public let artifact: String
   public let backend: String
@@ -190,8 +191,8 @@ public struct ArtifactManifest: Equatable {
     guard doc["schema"]?.string == Self.schema else {
       throw CoreError("\(source) is not a mobilellm manifest (schema '\(Self.schema)' expected)")
     }
-    guard doc["version"]?.int == Self.version else {
-      throw CoreError("manifest \(source) has version \(doc["version"]?.int.map(String.init) ?? "none"); this app reads version \(Self.version)")
+    guard let v = doc["version"]?.int, (Self.minVersion...Self.version).contains(v) else {
+      throw CoreError("manifest \(source) has version \(doc["version"]?.int.map(String.init) ?? "none"); this app reads versions \(Self.minVersion) to \(Self.version)")
     }
     func need<T>(_ v: T?, _ field: String) throws -> T {
       guard let v = v else { throw CoreError("manifest \(source): missing or mistyped field \(field)") }

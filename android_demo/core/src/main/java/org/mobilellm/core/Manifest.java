@@ -16,7 +16,8 @@ import java.util.Map;
  */
 public final class Manifest {
   public static final String SCHEMA = "mobilellm.manifest";
-  public static final int VERSION = 1;
+  public static final int VERSION = 2;  // manifests of version MIN_VERSION.. VERSION are read
+  public static final int MIN_VERSION = 1;
   public static final String SUFFIX = ".manifest.json";
 
   public static final class Invalid extends Exception {
@@ -52,8 +53,8 @@ public final class Manifest {
       throw new Invalid(where + ": not a mobilellm manifest (schema '" + SCHEMA + "' expected)");
     }
     Object v = d.get("version");
-    if (!(v instanceof Long) || (Long) v != VERSION) {
-      throw new Invalid(where + ": manifest version " + v + "; this app reads version " + VERSION);
+    if (!(v instanceof Long) || (Long) v < MIN_VERSION || (Long) v > VERSION) {
+      throw new Invalid(where + ": manifest version " + v + "; this app reads versions " + MIN_VERSION + " to " + VERSION);
     }
     artifact = str(d, "artifact", where);
     backend = str(d, "backend", where);

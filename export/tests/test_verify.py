@@ -1,0 +1,115 @@
+"""Verification can fail: deliberately broken runners and artifacts, at the real thresholds.
+
+The trained presets give logits that mean something (random weights leave near-ties, and a broken
+decode step can still score cosine >= 0.99 there). Each break is one a real lowering could make."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mobilellm.errors import VerificationError
+from mobilellm.export import verify as V
+from mobilellm.export.base import ExportConfig, get_backend
+from mobilellm.models.checkpoint import load_model
+from mobilellm.models.config import trained_checkpoint
+from mobilellm.models.generate import EagerRunner
+from mobilellm.progress import Steps
+from mobilellm.quant import schemes as S
+
+MSL = 64
+
+
+def _trained(name: str):
+    ckpt = trained_checkpoint(name)
+    assert ckpt is not None, f"the trained preset {name} is committed under models/trained/{name}; it is missing"
+    return load_model(ckpt, max_seq_len=MSL)
+
+
+class LostPosition(EagerRunner):
+    """Forgets one cached position (its keys and values) before every decode step."""
+
+    def forward(self, ids, start_pos):
+        if start_pos >= V.PROMPT_LEN:
+            for kv in self.model.kv:
+                kv.k_cache[:, :, 5].zero_()
+                kv.v_cache[:, :, 5].zero_()
+        return super().forward(ids, start_pos)
+
+
+def one_slot_per_stored_block(model):
+    """A shared block's two runs write one cache slot (the official HF code's cache for LS)."""
+    m = copy.deepcopy(model)
+    for i in range(1, len(m.kv), 2):
+        m.kv[i] = m.kv[i - 1]
+    return m
+
+
+def skip_one_block(model):
+    m = copy.deepcopy(model)
+    m.block_schedule = m.block_schedule[:3] + m.block_schedule[4:]
+    m.kv = nn.ModuleList(list(m.kv)[:3] + list(m.kv)[4:])
+    return m
+
+
+def untie_output(model):
+    m = copy.deepcopy(model)
+    m.lm_head = nn.Linear(m.args.dim, m.args.vocab_size, bias=False)
+    with torch.no_grad():
+        m.lm_head.weight.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
+    return m
+
+
+BREAKS = {
+    "lost cache position": lambda m: LostPosition(copy.deepcopy(m)),
+    "one block skipped": lambda m: EagerRunner(skip_one_block(m)),
+    "output projection untied": lambda m: EagerRunner(untie_output(m)),
+}
+
+
+@pytest.mark.parametrize("scheme", ["fp32", "w8a8"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-LS"])
+@pytest.mark.parametrize("brk", list(BREAKS))
+def test_a_broken_runner_fails_verification(preset, brk, scheme):
+    """Against fp32 (the scheme gate) and against the model it was 'lowered' from (the lowering gate)."""
+    model = _trained(preset)
+    broken = BREAKS[brk](model)
+    quant_ref = EagerRunner(copy.deepcopy(model)) if scheme != "fp32" else None
+    with pytest.raises(VerificationError) as e:
+        V.verify(broken, EagerRunner(model), S.get(scheme), quant_ref, trained=True)
+    assert e.value.report["passed"] is False
+
+
+def test_a_shared_block_writing_one_slot_fails():
+    model = _trained("tiny-LS")
+    for scheme, ref in (("fp32", None), ("w8a8", EagerRunner(copy.deepcopy(model)))):
+        with pytest.raises(VerificationError):
+            V.verify(EagerRunner(one_slot_per_stored_block(model)), EagerRunner(model), S.get(scheme), ref, trained=True)
+
+
+def test_the_unbroken_model_passes_and_random_weights_gate_only_decided_positions():
+    model = _trained("tiny-LS")
+    r = V.verify(EagerRunner(copy.deepcopy(model)), EagerRunner(model), S.get("w8a8"),
+                 EagerRunner(copy.deepcopy(model)), trained=True)
+    assert r["passed"] and r["fp32_top1_gate"]["positions"] == V.PROMPT_LEN + V.DECODE_STEPS
+    ref = np.array([[0.0, 1.0, 1.001], [0.0, 0.0, 5.0]])
+    assert V.decided_positions(ref, np.array([0.01, 0.01])).tolist() == [False, True]
+
+
+@pytest.mark.parametrize("backend,brk", [("executorch", skip_one_block), ("onnx", untie_output)])
+def test_a_broken_artifact_fails_through_its_own_runtime(backend, brk, tmp_path):
+    """The same check the export pipeline runs, on an artifact lowered from a broken model."""
+    model = _trained("tiny-LS")
+    b = get_backend(backend)
+    cfg = ExportConfig(quant="fp32", max_seq_len=MSL)
+    art = tmp_path / f"broken{b.suffix}"
+    b.export(brk(model), cfg, art, Steps("broken", quiet=True))
+    session = b.open(art, {"max_seq_len": MSL, "model": {"args": {"vocab_size": model.args.vocab_size}}})
+    session.load()
+    session.init()
+    model.reset_cache()
+    with pytest.raises(VerificationError, match="vs eager fp32"):
+        V.verify(session, EagerRunner(model), cfg.scheme, trained=True)
