@@ -17,6 +17,9 @@ android {
         versionName = "0.1.0"
         // The ExecuTorch AAR ships these two ABIs.
         ndk { abiFilters += listOf("arm64-v8a", "x86_64") }
+        // The headless benchmark as an instrumentation test (app/src/androidTest): `am instrument -w
+        // org.mobilellm.demo.test/androidx.test.runner.AndroidJUnitRunner`, for device farms.
+        testInstrumentationRunner = "androidx.test.runner.AndroidJUnitRunner"
         buildConfigField("String", "EXECUTORCH_VERSION", "\"${libs.versions.executorch.get()}\"")
         buildConfigField("String", "ONNXRUNTIME_VERSION", "\"${libs.versions.onnxruntime.get()}\"")
     }
@@ -38,4 +41,8 @@ dependencies {
     implementation(project(":core"))
     implementation(libs.executorch.android)
     implementation(libs.onnxruntime.android)
+    androidTestImplementation(libs.androidx.test.runner)
+    androidTestImplementation(libs.androidx.test.core)
+    androidTestImplementation(libs.androidx.test.ext.junit)
+    androidTestImplementation(libs.junit)
 }

@@ -2,7 +2,10 @@
 
 Needs `adb` (Android platform-tools) on PATH, one device, and the android_demo app installed as
 its debug build (the results are read from the app's private files with `run-as`). Each artifact
-is measured in a fresh app process (`am start -S`), so memory numbers do not mix artifacts."""
+is measured in a fresh app process, so memory numbers do not mix artifacts: `am start -S` of
+BenchmarkActivity (--runner activity), or `am instrument -w` of the instrumentation test that runs the
+same activity (--runner instrument; needs the test APK, `./gradlew installDebugAndroidTest`).
+`--spec devicefarm|firebase OUT` writes what a device-farm run needs instead (mobilellm/devices/farm.py)."""
 from __future__ import annotations
 
 import json
@@ -22,6 +25,12 @@ ACTIVITY = f"{PACKAGE}/.BenchmarkActivity"
 REMOTE_DIR = "/data/local/tmp/mobilellm"
 SUFFIXES = (".pte", ".onnx", ".ort")  # what the app's runtimes open (ExecuTorch, ONNX Runtime)
 SPACE_MARGIN = 64 << 20  # bytes left free on the device after the push
+TEST_PACKAGE = f"{PACKAGE}.test"  # the androidTest APK (applicationId + ".test")
+RUNNER = "androidx.test.runner.AndroidJUnitRunner"
+INSTRUMENTATION = f"{TEST_PACKAGE}/{RUNNER}"
+TEST_CLASS = f"{PACKAGE}.BenchmarkInstrumentedTest"
+TEST_HINT = ("build and install the test APK: `cd android_demo && ./gradlew installDebugAndroidTest` "
+             "(or `adb install -r android_demo/app/build/outputs/apk/androidTest/debug/app-debug-androidTest.apk`)")
 INSTALL_HINT = ("build and install it: `cd android_demo && ./gradlew installDebug` "
                 "(or `adb install android_demo/app/build/outputs/apk/debug/app-debug.apk`)")
 
@@ -45,6 +54,11 @@ def add_arguments(p):
     p.add_argument("--merge", type=Path, nargs="+", default=[], metavar="RESULTS",
                    help="other results files (e.g. from `mobilellm bench`) to put in the same report")
     p.add_argument("--no-report", action="store_true", help="only save the results; do not build the report")
+    p.add_argument("--runner", choices=("activity", "instrument"), default="activity",
+                   help="how the benchmark starts: `am start` of BenchmarkActivity (default) or `am instrument` of "
+                        "the instrumentation test BenchmarkInstrumentedTest (the device-farm runner)")
+    from mobilellm.devices import android_farm
+    android_farm.add_arguments(p)
 
 
 def log(msg: str) -> None:
@@ -108,7 +122,7 @@ def pick_device(exe: str, serial: str | None) -> str:
     return serial
 
 
-def check_app(adb: Adb) -> None:
+def check_app(adb: Adb, runner: str = "activity") -> None:
     p = adb.shell("pm", "path", PACKAGE)
     if "package:" not in p.stdout:
         raise UserError(f"the android_demo app ({PACKAGE}) is not installed on {adb.serial}: {INSTALL_HINT}")
@@ -116,6 +130,8 @@ def check_app(adb: Adb) -> None:
     if p.returncode != 0 or "run-as:" in p.stdout + p.stderr:
         raise UserError(f"cannot read the app's files with run-as ({(p.stdout + p.stderr).strip()}): the installed "
                         f"{PACKAGE} is not the debug build; {INSTALL_HINT}")
+    if runner == "instrument" and INSTRUMENTATION not in adb.shell("pm", "list", "instrumentation").stdout:
+        raise UserError(f"the instrumentation {INSTRUMENTATION} is not installed on {adb.serial}: {TEST_HINT}")
 
 
 PAIRS: list[tuple[Path, dict]] = []  # .pte + .ptd pairs collect() found: pushed for the chat, not benchmarked
@@ -178,17 +194,21 @@ def remote_sha256(adb: Adb, path: str) -> str | None:
     return p.stdout.split()[0] if p.returncode == 0 and p.stdout.split() else None
 
 
-def plan_push(adb: Adb, items: list[tuple[Path, dict]], remote: str) -> list[tuple[Path, str]]:
+def plan_push(adb: Adb | None, items: list[tuple[Path, dict]], remote: str) -> list[tuple[Path, str]]:
     """(local file, remote name) still to push: artifacts whose sha256 differs on the device, their
-    manifests, and each artifact's tokenizer as `<artifact>.tokenizer<suffix>` for the chat screen."""
+    manifests, and each artifact's tokenizer as `<artifact>.tokenizer<suffix>` for the chat screen.
+    Without a device (adb None: a farm's artifact set) every file."""
+    def on_device(art: Path, man: dict) -> bool:
+        return adb is not None and remote_sha256(adb, f"{remote}/{art.name}") == man.get("sha256")
+
     files = []
     for art, man in PAIRS:  # both files, for the chat screen (LlmModule(..., dataPath, ...))
-        if remote_sha256(adb, f"{remote}/{art.name}") != man.get("sha256"):
+        if not on_device(art, man):
             files.append((art, art.name))
         files.append((art.with_name(man["data_file"]), man["data_file"]))
         files.append((art.with_name(art.name + ".manifest.json"), art.name + ".manifest.json"))
     for art, man in items:
-        if remote_sha256(adb, f"{remote}/{art.name}") != man.get("sha256"):
+        if not on_device(art, man):
             files.append((art, art.name))
         else:
             log(f"{art.name}: already on the device (same sha256)")
@@ -260,17 +280,67 @@ def wait_for(adb: Adb, out_name: str, artifact: str, timeout: float) -> dict:
         delay = min(delay * 2, 2.0)
 
 
-def bench_one(adb: Adb, ns, art: Path, out_name: str) -> list[dict]:
-    from mobilellm.devices.results import validate
-    args = ["am", "start", "-S", "-W", "-n", ACTIVITY, "--es", "dir", ns.remote_dir, "--es", "artifact", art.name,
-            "--es", "out", out_name, "--ei", "iters", str(ns.iters), "--ei", "warmup", str(ns.warmup),
-            "--ei", "threads", str(ns.threads), "--ei", "prompt_len", str(ns.prompt_len),
-            "--ei", "gen_tokens", str(ns.gen_tokens)]
+def bench_args(ns, art: str, out_name: str) -> list[tuple[str, str | int]]:
+    """The benchmark's settings, one spelling for `am start` extras, `am instrument -e` arguments and
+    the farms' (BenchmarkRequest in the app reads them)."""
+    return [("dir", ns.remote_dir), ("artifact", art), ("out", out_name), ("iters", ns.iters),
+            ("warmup", ns.warmup), ("threads", ns.threads), ("prompt_len", ns.prompt_len),
+            ("gen_tokens", ns.gen_tokens)]
+
+
+def instrument_argv(ns, art: str, out_name: str, component: str = INSTRUMENTATION) -> list[str]:
+    """`am instrument -w -r` of the benchmark test for one artifact (-r: raw status lines, as farms parse)."""
+    argv = ["am", "instrument", "-w", "-r", "-e", "class", TEST_CLASS]
+    for k, v in bench_args(ns, art, out_name) + [("timeout_s", int(ns.timeout))]:
+        argv += ["-e", k, str(v)]
+    return argv + [component]
+
+
+def start_activity(adb: Adb, ns, art: Path, out_name: str) -> dict:
+    args = ["am", "start", "-S", "-W", "-n", ACTIVITY]
+    for k, v in bench_args(ns, art.name, out_name):
+        args += ["--ei" if isinstance(v, int) else "--es", k, str(v)]
     p = adb.shell(*args)
     text = p.stdout + p.stderr
     if p.returncode != 0 or re.search(r"^Error", text, re.M):
         raise UserError(f"cannot start {ACTIVITY}: {text.strip()}; is the installed app current? {INSTALL_HINT}")
-    status = wait_for(adb, out_name, art.name, ns.timeout)
+    return wait_for(adb, out_name, art.name, ns.timeout)
+
+
+def instrument(adb: Adb, ns, art: Path, out_name: str) -> dict:
+    """Runs BenchmarkInstrumentedTest for one artifact (a fresh process: the instrumentation restarts
+    the app) and returns the status file the activity it drives wrote."""
+    p = adb.shell(*instrument_argv(ns, art.name, out_name), timeout=ns.timeout + 120)
+    text = p.stdout + p.stderr
+    if "Unable to find instrumentation" in text or "INSTRUMENTATION_FAILED" in text:
+        raise UserError(f"cannot run {INSTRUMENTATION}: {text.strip().splitlines()[-1]}; {TEST_HINT}")
+    if "Process crashed" in text:
+        raise UserError(f"the app crashed while measuring {art.name}; see `adb logcat -b crash` and "
+                        f"`adb logcat -s MobileLLM`")
+    stack = re.search(r"^INSTRUMENTATION_STATUS: stack=(.*)$", text, re.M)
+    status = json_or_none(read_app_file(adb, out_name + ".status"))
+    if status and status.get("state") == "error":
+        raise UserError(status.get("message") or "the app reported an error without a message")
+    if stack or "INSTRUMENTATION_CODE: -1" not in text:
+        why = stack.group(1).strip() if stack else (text.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"the instrumentation test failed for {art.name}: {why}")
+    if not status or status.get("state") != "done":
+        raise UserError(f"the instrumentation test passed but left no finished status for {art.name} "
+                        f"(files/{out_name}.status: {status})")
+    return status
+
+
+def json_or_none(raw: bytes | None) -> dict | None:
+    try:
+        return json.loads(raw) if raw else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def bench_one(adb: Adb, ns, art: Path, out_name: str) -> list[dict]:
+    from mobilellm.devices.results import validate
+    run = instrument if getattr(ns, "runner", "activity") == "instrument" else start_activity
+    status = run(adb, ns, art, out_name)
     if status["state"] == "error":
         raise UserError(status.get("message") or "the app reported an error without a message")
     raw = read_app_file(adb, out_name)
@@ -318,13 +388,17 @@ def report(results: Path, ns) -> None:
 
 
 def main(ns):
+    from mobilellm.devices import android_farm, farm
     from mobilellm.devices.results import save
+    spec = farm.check(ns.spec, ns.artifacts)
     check_args(ns)
     items = collect(ns.artifacts)
+    if spec:
+        return android_farm.write(spec, ns, items)
     exe = find_adb()
     serial = pick_device(exe, ns.serial)
     adb = Adb(exe, serial)
-    check_app(adb)
+    check_app(adb, ns.runner)
     push(adb, plan_push(adb, items, ns.remote_dir), ns.remote_dir)
     run_id = time.strftime("%Y%m%d-%H%M%S")
     records, failed = [], []

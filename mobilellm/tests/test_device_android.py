@@ -77,6 +77,9 @@ if name == "sha256sum":
     if not p.is_file():
         out(f"sha256sum: {cmd[1]}: No such file or directory\n", rc=1)
     out(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {cmd[1]}\n")
+if name == "pm" and cmd[1] == "list":
+    out("instrumentation:org.mobilellm.demo.test/androidx.test.runner.AndroidJUnitRunner (target=org.mobilellm.demo)\n"
+        if cfg.get("test_apk", True) else "")
 if name == "pm":
     if cfg["installed"]:
         out(f"package:/data/app/~~x==/{cmd[2]}-y==/base.apk\n")
@@ -102,14 +105,9 @@ if name == "am" and cmd[1] == "force-stop":
     cfg["alive"] = False
     save_state()
     out()
-if name == "am" and cmd[1] == "start":
-    comp = cmd[cmd.index("-n") + 1]
-    if not cfg["installed"]:
-        out("Starting: Intent { cmp=%s }\nError type 3\nError: Activity class {%s} does not exist.\n" % (comp, comp))
-    extras = {}
-    for i, a in enumerate(cmd):
-        if a in ("--es", "--ei"):
-            extras[cmd[i + 1]] = cmd[i + 2] if a == "--es" else int(cmd[i + 2])
+
+def run_app(extras):
+    """The app's benchmark: writes the status file and the results, as BenchmarkActivity does."""
     files = APP / "files"
     files.mkdir(parents=True, exist_ok=True)
     status = files / (extras["out"] + ".status")
@@ -138,8 +136,40 @@ if name == "am" and cmd[1] == "start":
             {"schema": "mobilellm.results", "version": 1, "records": recs})
         (files / extras["out"]).write_text(text)
         status.write_text(json.dumps({"state": "done", "artifact": art, "results": str(files / extras["out"])}))
+    return mode
+
+if name == "am" and cmd[1] == "start":
+    comp = cmd[cmd.index("-n") + 1]
+    if not cfg["installed"]:
+        out("Starting: Intent { cmp=%s }\nError type 3\nError: Activity class {%s} does not exist.\n" % (comp, comp))
+    extras = {}
+    for i, a in enumerate(cmd):
+        if a in ("--es", "--ei"):
+            extras[cmd[i + 1]] = cmd[i + 2] if a == "--es" else int(cmd[i + 2])
+    run_app(extras)
     out("Starting: Intent { cmp=%s }\nStatus: ok\nLaunchState: COLD\nActivity: %s\nTotalTime: 312\nComplete\n"
         % (comp, comp))
+if name == "am" and cmd[1] == "instrument":
+    comp = cmd[-1]
+    if not cfg.get("test_apk", True) or comp != "org.mobilellm.demo.test/androidx.test.runner.AndroidJUnitRunner":
+        out(f"INSTRUMENTATION_STATUS: Error=Unable to find instrumentation info for: ComponentInfo{{{comp}}}\n"
+            "INSTRUMENTATION_STATUS_CODE: -1\nandroid.util.AndroidException: INSTRUMENTATION_FAILED: " + comp + "\n")
+    assert "-w" in cmd and "-r" in cmd and cmd[cmd.index("class") + 1] == "org.mobilellm.demo.BenchmarkInstrumentedTest"
+    extras = {}
+    for i, a in enumerate(cmd):
+        if a == "-e":
+            v = cmd[i + 2]
+            extras[cmd[i + 1]] = int(v) if v.isdigit() and cmd[i + 1] != "artifact" else v
+    mode = run_app(extras)
+    head = ("INSTRUMENTATION_STATUS: class=org.mobilellm.demo.BenchmarkInstrumentedTest\n"
+            "INSTRUMENTATION_STATUS: test=benchmarkEveryArtifact\nINSTRUMENTATION_STATUS_CODE: 1\n")
+    if mode == "crash":
+        out(head + "INSTRUMENTATION_RESULT: shortMsg=Process crashed.\nINSTRUMENTATION_CODE: 0\n")
+    if mode == "error":
+        out(head + "INSTRUMENTATION_STATUS: stack=java.lang.AssertionError: benchmark failed: boom\n"
+            "INSTRUMENTATION_STATUS_CODE: -2\nINSTRUMENTATION_RESULT: stream=\nFAILURES!!!\nINSTRUMENTATION_CODE: -1\n")
+    out(head + "INSTRUMENTATION_STATUS: mobilellm_state=done\nINSTRUMENTATION_STATUS_CODE: 2\n"
+        "INSTRUMENTATION_STATUS_CODE: 0\nINSTRUMENTATION_RESULT: stream=\nOK (1 test)\nINSTRUMENTATION_CODE: -1\n")
 out(rc=127, err=f"/system/bin/sh: {name}: inaccessible or not found\n")
 '''
 
@@ -348,3 +378,45 @@ def test_df_parsing():
     wrapped = head + "/dev/block/bootdevice/by-name/userdata\n 115234104 4538512 2000 4% /data\n"
     assert free_bytes(Fake(wrapped), "/data") == 2000 * 1024
     assert free_bytes(Fake("df: /x: No such file\n"), "/x") is None
+
+
+# ---------------------------------------------------------------------------------------------------
+# --runner instrument: BenchmarkInstrumentedTest under `am instrument`
+
+
+def test_instrumentation_runner(phone, artifacts, tmp_path, capsys):
+    from mobilellm.devices.results import load
+    out = tmp_path / "out"
+    assert run("--artifacts", artifacts, "--out", out, "--runner", "instrument", "--iters", 3, "--warmup", 1,
+               "--no-report") == 0
+    (saved,) = out.glob("android-*.json")
+    recs = load(saved)
+    assert {r["artifact"] for r in recs} == {"tiny_w8a8_executorch.pte", "LS-tiny_w8a8_onnx.onnx"}
+    assert all(r["settings"]["iters"] == 3 for r in recs if "settings" in r)
+    inst = [c for c in phone.calls() if c[2:3] == ["shell"] and c[3].startswith("am instrument")]
+    assert len(inst) == 2, "one instrumentation (one fresh process) per artifact"
+    assert not any(c[3].startswith("am start") for c in phone.calls() if c[2:3] == ["shell"])
+    argv = inst[0][3].split()
+    assert argv[:4] == ["am", "instrument", "-w", "-r"]
+    assert argv[-1] == "org.mobilellm.demo.test/androidx.test.runner.AndroidJUnitRunner"
+    pairs = dict(zip(argv[5:-1:3], argv[6:-1:3]))
+    assert set(argv[4:-1:3]) == {"-e"}
+    assert pairs["class"] == "org.mobilellm.demo.BenchmarkInstrumentedTest"
+    assert pairs["iters"] == "3" and pairs["warmup"] == "1" and pairs["dir"] == "/data/local/tmp/mobilellm"
+    assert any(c[2:] == ["shell", "pm list instrumentation"] for c in phone.calls())
+
+
+@pytest.mark.parametrize("setup,message", [
+    (dict(test_apk=False), "the instrumentation org.mobilellm.demo.test/androidx.test.runner.AndroidJUnitRunner "
+                           "is not installed on emulator-5554: build and install the test APK"),
+    (dict(app={"*": "crash"}), "the app crashed while measuring tiny_w8a8_executorch.pte"),
+    (dict(app={"*": "error"}), "Failed to load method: forward"),
+])
+def test_instrumentation_failures(phone, tmp_path, capsys, setup, message):
+    phone.set(**setup)
+    d = tmp_path / "one"
+    d.mkdir()
+    make_artifact(d, "tiny_w8a8_executorch.pte", "executorch")
+    assert run("--artifacts", d, "--out", tmp_path / "out", "--no-report", "--runner", "instrument") == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err

@@ -23,6 +23,8 @@ import org.mobilellm.core.Results
  * files dir), iters, warmup, threads, prompt_len (P), gen_tokens (N), load_mode (file|mmap|mlock).
  * Writes files/<out> in the results schema, and files/<out>.status ({"state": "running" | "done" |
  * "error", ...}) that `mobilellm device android` polls; logs "MOBILELLM_RESULTS <path>".
+ * BenchmarkInstrumentedTest (androidTest) starts this same activity under `am instrument`, with
+ * keep_open so that it, not the activity, closes it (BenchmarkRequest: the shared spelling).
  */
 class BenchmarkActivity : Activity() {
     private lateinit var view: TextView
@@ -45,11 +47,12 @@ class BenchmarkActivity : Activity() {
             genTokens = intent.getIntExtra("gen_tokens", genTokens)
             loadMode = intent.getStringExtra("load_mode") ?: loadMode
         }
+        val keepOpen = intent.getBooleanExtra(BenchmarkRequest.KEEP_OPEN, false)
         thread(name = "mobilellm-benchmark") {
             run(dir, only, out, cfg)
             runOnUiThread {
                 window.clearFlags(WindowManager.LayoutParams.FLAG_KEEP_SCREEN_ON)
-                finish()
+                if (!keepOpen) finish()
             }
         }
     }
@@ -60,7 +63,7 @@ class BenchmarkActivity : Activity() {
     }
 
     private fun status(out: String, vararg kv: Pair<String, Any?>) {
-        writeAtomically(File(filesDir, "$out.status"), Json.write(linkedMapOf(*kv), 0))
+        writeAtomically(BenchmarkRequest.statusFile(this, out), Json.write(linkedMapOf(*kv), 0))
     }
 
     private fun run(dir: File, only: String?, out: String, cfg: Benchmark.Config) {
