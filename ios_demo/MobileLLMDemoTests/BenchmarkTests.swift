@@ -3,8 +3,11 @@ import XCTest
 
 /// `xcodebuild test -project ios_demo/MobileLLMDemo.xcodeproj -scheme MobileLLMDemo
 ///   -destination 'platform=iOS,id=<udid>'` runs these inside the app (the test host), so they see
-/// the app's bundled artifacts and its Documents. Settings come from MOBILELLM_<SETTING> variables
-/// (pass them to xcodebuild as TEST_RUNNER_MOBILELLM_ITERS=20 and so on).
+/// the app's bundled artifacts and its Documents. Settings come from Documents/xctest-settings.json
+/// if it is there (`{"iters": 20, ...}`: Firebase Test Lab pushes it, as it passes no environment to an
+/// XCTest), then from MOBILELLM_<SETTING> variables, which win (pass them to xcodebuild as
+/// TEST_RUNNER_MOBILELLM_ITERS=20 and so on; AWS Device Farm's spec does). For farms, see
+/// `mobilellm device ios --spec devicefarm|firebase` and the README's "Device farms".
 final class BenchmarkTests: XCTestCase {
   func testResultsDocumentFollowsTheSchema() throws {
     let manifest = try ArtifactManifest(data: Data("""
@@ -31,6 +34,13 @@ final class BenchmarkTests: XCTestCase {
                      + "before building, or run `mobilellm device ios --artifacts DIR` once to copy them into Documents")
     }
     var settings: [String: JSONValue] = [:]
+    let file = ArtifactLibrary.documents.appendingPathComponent("xctest-settings.json")
+    if let data = try? Data(contentsOf: file) {
+      guard case .object(let fromFile)? = try? JSONValue.parse(data) else {
+        return XCTFail("\(file.path) is not a JSON object of settings")
+      }
+      settings = fromFile
+    }
     for (key, value) in ProcessInfo.processInfo.environment where key.hasPrefix("MOBILELLM_") {
       if let n = Int(value) { settings[String(key.dropFirst("MOBILELLM_".count)).lowercased()] = .int(n) }
     }

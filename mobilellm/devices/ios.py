@@ -31,6 +31,7 @@ RUN_FLAG = "--mobilellm-run"  # RunLayout.runFlag in MobileLLMCore.swift
 POLL_S = 5.0  # seconds between status polls
 CONTAINER = ("--domain-type", "appDataContainer")
 TOKENIZER_SUFFIXES = (".model", ".json")
+RUN_ARTIFACTS = "artifacts"  # RunLayout.artifacts: Documents/artifacts/, scanned by ArtifactLibrary
 APP_RUNS = (".pte", ".mlpackage", ".mlmodelc")  # Runtimes.byExtension in ios_demo's LLMSession.swift
 
 
@@ -110,9 +111,15 @@ def add_arguments(p):
     p.add_argument("--timeout", type=float, default=3600, metavar="S", help="seconds to wait for the app's results")
     p.add_argument("--merge", type=Path, nargs="*", default=[], metavar="RESULTS",
                    help="other results files (e.g. the host's `mobilellm bench`) to merge into the report")
+    from mobilellm.devices import ios_farm
+    ios_farm.add_arguments(p)
 
 
 def main(ns):
+    from mobilellm.devices import farm, ios_farm
+    spec = farm.check(ns.spec, ns.artifacts)
+    if spec:  # writing a farm run needs no Mac
+        return ios_farm.write(spec, ns, BenchSettings(**{k: getattr(ns, k) for k in asdict(BenchSettings())}))
     if not is_macos():
         raise UserError(f"`mobilellm device ios` needs macOS with Xcode 15 or newer (it drives the iPhone with "
                         f"`xcrun devicectl`); this is {platform.system()}. Run it on a Mac, or use the app alone: "
