@@ -55,3 +55,26 @@ def test_timed_forward_copies_no_logits():
     for body in re.findall(r"override fun run\(.*?\n    }\n", src, re.S):
         assert "dataAsFloatArray" not in body and "floatBuffer" not in body, body
     assert src.count("override fun run(") == 2 and src.count("override fun lastLogits()") == 2
+
+
+def test_instrumentation_benchmark_is_wired_and_reuses_the_activity():
+    """`am instrument` needs the runner declared and the androidx.test artifacts pinned; the test drives
+    BenchmarkActivity (the same code) instead of measuring on its own, and leaves results farms can pull."""
+    gradle = (APP / "app" / "build.gradle.kts").read_text()
+    assert 'testInstrumentationRunner = "androidx.test.runner.AndroidJUnitRunner"' in gradle
+    toml = (APP / "gradle" / "libs.versions.toml").read_text()
+    for lib in ("androidx-test-runner", "androidx-test-core", "androidx-test-ext-junit"):
+        assert re.search(rf'^{lib} = "\d+\.\d+\.\d+"$', toml, re.M), lib
+        assert f"androidTestImplementation(libs.{lib.replace('-', '.')})" in gradle, lib
+    test = (APP / "app/src/androidTest/java/org/mobilellm/demo/BenchmarkInstrumentedTest.kt").read_text()
+    assert "@RunWith(AndroidJUnit4::class)" in test
+    assert "ActivityScenario.launch<BenchmarkActivity>" in test and "BenchmarkRequest.intent" in test
+    assert "Benchmark.run(" not in test, "the test reuses BenchmarkActivity's run, it does not measure itself"
+    assert 'getExternalFilesDir(null), "results"' in test
+    from mobilellm.devices import android, android_farm
+    assert android_farm.EXTERNAL_RESULTS.endswith(f"/{android.PACKAGE}/files/results")
+    request = (KOTLIN / "BenchmarkRequest.kt").read_text()
+    host = [k for k, _ in android.bench_args(type("NS", (), dict(remote_dir="/d", iters=1, warmup=0, threads=1,
+                                                                    prompt_len=1, gen_tokens=1))(), "a", "o")]
+    for k in host:
+        assert f'"{k}"' in request, f"the host's argument {k} is not one BenchmarkRequest reads"
