@@ -32,6 +32,9 @@ def left_out_note(backends) -> str | None:
             f"Apple devices; build them here with --backends all (or name them)")
 
 
+VARIANTS = ("base", "shared", "deep")  # N layers, LS 2xN shared, 2N layers unshared
+
+
 @dataclass(frozen=True)
 class RunConfig:
     models: tuple[str, ...] = ("125M",)
@@ -47,6 +50,18 @@ class RunConfig:
     accuracy: tuple[str, ...] = ("tiny", "tiny-LS")
     accuracy_schemes: tuple[str, ...] = ("w8a8",)  # `quant` maps to each backend's own W8A8
     external_weights: bool = False  # executorch: weights in a .ptd beside the .pte (shared matrix stored once)
+
+    def __post_init__(self):
+        from mobilellm.export import verify as V
+        if self.workers < 1:
+            raise UserError(f"--workers must be >= 1, got {self.workers}")
+        if self.max_seq_len < V.PROMPT_LEN + V.DECODE_STEPS:
+            raise UserError(f"--max-seq-len must be at least {V.PROMPT_LEN + V.DECODE_STEPS}, got {self.max_seq_len}")
+        if self.seed < 0:
+            raise UserError(f"--seed must be >= 0, got {self.seed}")
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad or not self.variants:
+            raise UserError(f"unknown variant(s) {bad}; valid: {', '.join(VARIANTS)}")
 
 
 @dataclass
@@ -135,9 +150,9 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     model, weights = build_model(job, cfg)
     path = art_dir / artifact_name(model, backend, ecfg)
     want = settings_hash(export_settings(model, weights, backend, ecfg))
-    old = read_manifest(path, required=False) if path.exists() else None
-    if old and old.get("settings_hash") == want and (old.get("verification") or {}).get("passed") is not False:
-        job.path, job.manifest, job.status, job.note = path, old, "reused", "same settings hash"
+    why_not = reusable(path, want)
+    if why_not is None:
+        job.path, job.manifest, job.status, job.note = path, read_manifest(path), "reused", "same settings hash and sha256"
         return job
     from mobilellm.export.pipeline import export_artifact
     t0 = time.perf_counter()
@@ -157,6 +172,34 @@ def export_threads(cfg: RunConfig) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
 
 
+def reusable(path: Path, want_hash: str) -> str | None:
+    """None if the artifact at `path` verifiably is what its manifest says and was made with these
+    settings; else why not. Checked: manifest present and readable, same settings hash (which covers
+    the code), verification not failed, the file's (and its data file's) sha256 as recorded."""
+    from mobilellm.errors import UserError
+    from mobilellm.io import sha256
+    from mobilellm.manifest import read_manifest
+    if not path.exists():
+        return "not built yet"
+    try:
+        old = read_manifest(path, required=False)
+    except UserError as e:
+        return f"unreadable manifest ({e})"
+    if old is None:
+        return "no manifest (an export stopped between publishing the file and its manifest)"
+    if old.get("settings_hash") != want_hash:
+        return "settings or code changed"
+    if (old.get("verification") or {}).get("passed") is False:
+        return "failed verification"
+    if sha256(path) != old.get("sha256"):
+        return "file does not match its manifest's sha256"
+    if old.get("data_file"):
+        data = path.with_name(old["data_file"])
+        if not data.is_file() or sha256(data) != old.get("data_file_sha256"):
+            return f"data file {data.name} missing or not matching its manifest"
+    return None
+
+
 def _init_worker(threads: int) -> None:
     """Before the worker imports torch: lowering is single-threaded Python, so N workers on N
     cores each get one compute thread (two threads each made every worker wait on the other);
@@ -165,12 +208,27 @@ def _init_worker(threads: int) -> None:
     os.environ["TQDM_DISABLE"] = "1"  # read by tqdm at import
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
+    from mobilellm import failures
+    failures.install_signal_handlers(worker=True)  # a stop abandons the current export through its cleanup
 
 
 def _export_worker(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     from mobilellm.logs import quiet
     quiet()
     return export_job(job, cfg, art_dir)
+
+
+def _stop_workers(pool) -> None:
+    """Abandon running exports (each worker's SIGTERM handler removes its staged files), keep finished ones."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def export_all(jobs: list[Job], cfg: RunConfig, art_dir: Path, workers: int) -> None:
@@ -181,8 +239,11 @@ def export_all(jobs: list[Job], cfg: RunConfig, art_dir: Path, workers: int) -> 
     from tqdm import tqdm
     todo = sorted((j for j in jobs if j.status == "pending"), key=lambda j: -j.args.param_count() * j.args.repeat)
     bar = tqdm(total=len(todo), desc="export + verify", unit="artifact", file=sys.stderr)
-    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
-                                initializer=_init_worker, initargs=(export_threads(cfg),)) as pool:
+    pool = cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
+                                  initializer=_init_worker, initargs=(export_threads(cfg),))
+    from mobilellm import failures
+    failures.on_stop(lambda: _stop_workers(pool))  # a signal: each worker removes its staging and ends
+    try:
         futures = {pool.submit(_export_worker, j, cfg, art_dir): j for j in todo}
         for fut in cf.as_completed(futures):
             job = futures[fut]
@@ -195,18 +256,31 @@ def export_all(jobs: list[Job], cfg: RunConfig, art_dir: Path, workers: int) -> 
             tqdm.write(f"  {job.backend} {job.scheme} {job.args.name} ({job.args.variant}): {job.status} "
                        f"{job.note[:160]}", file=sys.stderr)
             bar.update(1)
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
     bar.close()
 
 
 def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
+    from mobilellm.io import dir_lock
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with dir_lock(out):
+        return _run_locked(cfg, bench_cfg, log, out)
+
+
+def _run_locked(cfg: RunConfig, bench_cfg, log, out: Path) -> Path:
     from tqdm import tqdm
 
     from mobilellm.benchmarks import schema
     from mobilellm.benchmarks.bench import bench
     from mobilellm.benchmarks.report import build_report
-    out = Path(cfg.out)
+    from mobilellm.io import sweep_stale_partials
     art_dir = out / "artifacts"
     art_dir.mkdir(parents=True, exist_ok=True)
+    sweep_stale_partials(art_dir)
     from mobilellm.benchmarks.accuracy_run import eval_all, plan_accuracy
     jobs = plan(cfg)
     acc_jobs, acc_missing = plan_accuracy(cfg)

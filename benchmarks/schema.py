@@ -92,20 +92,26 @@ def validate(doc: dict, where: str = "results") -> list[dict]:
 
 def load_missing(path: Path) -> list[dict]:
     """Rows that say why a measurement is absent (e.g. Core ML on Linux); optional in a file."""
-    doc = json.loads(Path(path).read_text())
+    doc = _read(Path(path))
+    validate(doc, str(path))
     rows = doc.get("missing", [])
-    return rows if isinstance(rows, list) else []
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"{path}: 'missing' must be a list of objects")
+    return rows
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"results file {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"results file {path} is not valid JSON: {e}") from None
 
 
 def load(path: Path) -> list[dict]:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"results file {path} does not exist")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"results file {path} is not valid JSON: {e}") from None
-    return validate(doc, str(path))
+    return validate(_read(path), str(path))
 
 
 def save(path: Path, records: list[dict], missing: list[dict] | None = None) -> Path:

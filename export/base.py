@@ -96,6 +96,7 @@ class Backend:
     quantizes_embedding: bool = False  # can quantize the embedding table on its own (--quantize-embedding)
     default_for_suffix: bool = True  # opens a bare file with this suffix (no manifest)
     apple_only: bool = False  # runs and verifies only on Apple devices
+    rank: int = 50  # listing order (the headline backend first)
 
     @property
     def runs_here(self) -> bool:
@@ -157,7 +158,7 @@ def backend_names() -> list[str]:
 
 def all_backends() -> list[Backend]:
     _discover()
-    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+    return sorted(_REGISTRY.values(), key=lambda b: (b.rank, b.name))
 
 
 def default_backends() -> tuple[str, ...]:

@@ -6,6 +6,7 @@ name a runtime would pick up."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from mobilellm.errors import UserError, VerificationError
 from mobilellm.export.base import Backend, ExportConfig, ExportResult, all_backends
 from mobilellm.export import verify as V
-from mobilellm.io import publish, remove_path, sha256, size_bytes, staging_path
+from mobilellm.io import artifact_lock, publish, remove_path, sha256, size_bytes, staging_path
 from mobilellm.manifest import code_hash, manifest_path, model_section, settings_hash, tool_versions, write_manifest
 from mobilellm.progress import Steps
 
@@ -67,6 +68,29 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
         "tokenizer": str(Path(cfg.tokenizer).resolve()) if cfg.tokenizer else None,
         "settings_hash": settings_hash(export_settings(model, weights, backend, cfg)),
     }
+    try:
+        with artifact_lock(out):
+            return _export_locked(model, backend, cfg, out, manifest, steps, verify)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        import shutil
+        need = estimate_bytes(args, cfg, backend)
+        raise UserError(f"no space left on the device writing {e.filename or out.parent} while exporting {out.name}: "
+                        f"it needs about {need / 1e6:,.0f} MB; {shutil.disk_usage(out.parent).free / 1e6:,.0f} MB are "
+                        f"free there (nothing half-written was left)") from None
+
+
+def estimate_bytes(args, cfg: ExportConfig, backend: Backend) -> int:
+    """Disk an export needs at its peak: the artifact (weights at the scheme's bits, the embedding at
+    its own) and, while staged, its companions (ONNX's .ort) and the float intermediates of a pass."""
+    bits = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}[cfg.scheme.weights]
+    table = args.vocab_size * args.dim
+    body = (args.param_count() - table) * bits / 8 + table * (1 if cfg.quantize_embedding else 4) * 2
+    return int(body * (3 if backend.suffix == ".onnx" else 1.2))  # ONNX stages float.onnx, model.onnx and .ort
+
+
+def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manifest: dict, steps, verify: bool):
     t0 = time.perf_counter()
     with staging_path(out) as tmp, _staged_data(out, tmp) as data:
         res: ExportResult = backend.export(model, cfg, tmp, steps)

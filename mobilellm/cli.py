@@ -48,14 +48,24 @@ def main(argv=None) -> int:
     if not getattr(args, "_main", None):
         parser.print_help()
         return 2
+    from mobilellm import failures
+    failures.install_signal_handlers(f"mobilellm {args.command}")
     try:
         return int(args._main(args) or 0)
     except UserError as e:
         print(f"mobilellm {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"mobilellm {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # signals end the process in failures._stop; this is an interrupt raised in code
+        print(f"mobilellm {args.command}: interrupted; finished artifacts are kept, a rerun resumes", file=sys.stderr)
         return 130
+    except OSError as e:
+        known = failures.os_error_line(e)
+        if known is None:
+            return failures.unexpected(args.command, argv)
+        print(f"mobilellm {args.command}: error: {known}", file=sys.stderr)
+        return 2
+    except Exception:  # a bug: one line and the log holding the traceback, never a bare traceback
+        return failures.unexpected(args.command, argv)
 
 
 if __name__ == "__main__":

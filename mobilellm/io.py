@@ -8,18 +8,38 @@ import shutil
 from pathlib import Path
 
 
+_STAGED: dict[Path, None] = {}  # temporary paths of this process, removed if it is stopped by a signal
+
+
+def register_staged(p: Path) -> None:
+    _STAGED[Path(p)] = None
+
+
+def unregister_staged(p: Path) -> None:
+    _STAGED.pop(Path(p), None)
+
+
+def remove_staged() -> None:
+    for p in list(_STAGED):
+        remove_path(p)
+        remove_path(p.with_name(p.stem + ".ptd"))  # a program's staged data file (same stem)
+    _STAGED.clear()
+
+
 @contextlib.contextmanager
 def staging_path(final: Path):
     """Yield a temporary sibling path of `final` (same suffix, hidden name); it is removed on exit,
-    whatever happened: the caller publishes it with `publish` before that."""
+    whatever happened (a signal included): the caller publishes it with `publish` before that."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".partial-{os.getpid()}-{final.name}")  # keeps the suffix runtimes look at
     remove_path(tmp)
+    register_staged(tmp)
     try:
         yield tmp
     finally:
         remove_path(tmp)
+        unregister_staged(tmp)
 
 
 def publish(tmp: Path, final: Path) -> None:
@@ -63,3 +83,58 @@ def sha256(path: Path) -> str:
 def size_bytes(path: Path) -> int:
     path = Path(path)
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+@contextlib.contextmanager
+def path_lock(lock_file: Path, what: str):
+    """An exclusive, non-blocking lock (flock) held for the block; a second holder gets one clear
+    error naming the first's pid. The lock file stays (empty of meaning once unlocked)."""
+    import fcntl
+    from mobilellm.errors import UserError
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise UserError(f"{what} is in use by another mobilellm process (pid {other}); wait for it to finish "
+                            f"or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def artifact_lock(final: Path):
+    """Held while one artifact is exported (two `export --force` of one name must not interleave)."""
+    final = Path(final)
+    return path_lock(final.with_name(f".{final.name}.lock"), str(final))
+
+
+def dir_lock(directory: Path):
+    """Held by `mobilellm run` for its whole output directory."""
+    return path_lock(Path(directory) / ".mobilellm-run.lock", f"output directory {directory}")
+
+
+def sweep_stale_partials(directory: Path) -> list[Path]:
+    """Remove `.partial-<pid>-*` staging files of processes that no longer exist (a SIGKILL)."""
+    import re
+    removed = []
+    for p in Path(directory).glob(".partial-*"):
+        m = re.match(r"\.partial-(\d+)-", p.name)
+        if m and not _alive(int(m[1])):
+            remove_path(p)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

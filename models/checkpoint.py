@@ -87,6 +87,12 @@ def sanitize(sd: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Te
             continue
         if not torch.is_tensor(v):
             raise UserError(f"checkpoint entry {k} is not a tensor")
+        if not v.dtype.is_floating_point:
+            raise UserError(f"checkpoint tensor {k} has dtype {str(v.dtype).removeprefix('torch.')}; weights must be "
+                            f"floating point (float32, float16, bfloat16)")
+        if not torch.isfinite(v).all():
+            bad = int((~torch.isfinite(v)).sum())
+            raise UserError(f"checkpoint tensor {k} holds {bad} non-finite value(s) (NaN or inf) of {v.numel()}")
         if args.rope_interleaved:
             k = k.replace(*_LLAMA4_MLP)
         out[k] = v.float()

@@ -58,6 +58,10 @@ ALIASES.update({f"facebook/MobileLLM-R1-{n}": f"R1-{n}" for n in ("140M", "360M"
 LLAMA4_SUPPORTED = "a dense llama4_text model: moe_layers [] (or interleave_moe_layer_step 0), full attention"
 
 
+MAX_DIM = 1 << 20  # no width, depth, vocabulary or context of a sub-billion model comes near this
+MAX_PARAMS = 20_000_000_000
+
+
 @dataclass(frozen=True)
 class ModelArgs:
     """Everything that fixes the network's shape. `repeat` is immediate block-wise sharing:
@@ -87,8 +91,16 @@ class ModelArgs:
     def __post_init__(self):
         for f in ("n_layers", "n_heads", "n_kv_heads", "dim", "ffn_hidden", "vocab_size",
                   "head_dim", "context_len", "repeat"):
-            if getattr(self, f) < 1:
-                raise UserError(f"model config: {f} must be >= 1, got {getattr(self, f)}")
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_DIM:
+                raise UserError(f"model config: {f} must be an integer in [1, {MAX_DIM}], got {v!r}")
+        for f in ("norm_eps", "rope_theta"):
+            v = getattr(self, f)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < float("inf"):
+                raise UserError(f"model config: {f} must be a positive finite number, got {v!r}")
+        if self.param_count() > MAX_PARAMS:
+            raise UserError(f"model config: {self.param_count():,} parameters is beyond what this tool exports "
+                            f"(at most {MAX_PARAMS:,}; the largest MobileLLM has 1.5B)")
         if self.n_heads % self.n_kv_heads:
             raise UserError(f"model config: n_heads ({self.n_heads}) must be a multiple of "
                             f"n_kv_heads ({self.n_kv_heads}) for grouped-query attention")
@@ -139,6 +151,17 @@ class ModelArgs:
         """Reads a facebook/MobileLLM-* config (model_type mobilellm), a plain llama one, or a
         MobileLLM-R1 one (llama4_text). Unknown keys are ignored; missing required ones are named;
         a value the model cannot honour is refused with the field and the supported values."""
+        try:
+            return cls._from_hf_config(cfg, name)
+        except (TypeError, ValueError, OverflowError, AttributeError) as e:  # a value of the wrong type
+            raise UserError(f"config.json holds a value of the wrong type or range: {e}") from None
+
+    @classmethod
+    def _from_hf_config(cls, cfg: dict, name: str) -> "ModelArgs":
+        for key in _NUMERIC_KEYS:
+            v = cfg.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise UserError(f"config.json {key} must be a number, got {v!r}")
         mt = cfg.get("model_type", "llama")
         if mt not in ("mobilellm", "llama", "llama4_text"):
             raise UserError(f"config.json model_type {mt!r} is not supported (valid: mobilellm, llama, llama4_text)")
@@ -197,6 +220,11 @@ class ModelArgs:
             "layer_sharing": self.layer_sharing, "mlp_bias": False, "tie_word_embeddings": False,
             "bos_token_id": 1, "eos_token_id": 2,
         }
+
+
+_NUMERIC_KEYS = ("hidden_size", "intermediate_size", "intermediate_size_mlp", "num_hidden_layers",
+                 "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size", "rms_norm_eps", "rope_theta",
+                 "max_position_embeddings", "layer_repeat", "attention_chunk_size", "floor_scale", "attn_scale")
 
 
 def _refuse_unless(cfg: dict, key: str, ok: tuple, supported) -> None:

@@ -78,11 +78,23 @@ class GenerationResult:
         return len(self.prompt_ids) / self.prefill_s if self.prefill_s > 0 else float("nan")
 
 
-def generate(runner: Runner, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
-             top_k: int | None = None, seed: int = 0, eos_id: int | None = None, on_token=None) -> GenerationResult:
-    """Greedy (temperature 0) or sampled decoding through the runner's KV cache."""
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None) -> None:
+    """The sampling settings every entry shares (generate, the CLI, benchmarks)."""
     if max_new_tokens < 1:
-        raise UserError(f"max-new-tokens must be >= 1, got {max_new_tokens}")
+        raise UserError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if not np.isfinite(temperature) or temperature < 0:
+        raise UserError(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"--top-k must be >= 1 (or left out: no top-k), got {top_k}")
+
+
+def generate(runner: Runner, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
+             top_k: int | None = None, seed: int = 0, eos_id=None, on_token=None) -> GenerationResult:
+    """Greedy (temperature 0) or sampled decoding through the runner's KV cache; stops at `eos_id`
+    (one id or a collection of ids: R1's tokenizer ends a turn with any of three)."""
+    check_sampling(max_new_tokens, temperature, top_k)
+    eos = set() if eos_id is None else {eos_id} if isinstance(eos_id, int) else set(eos_id)
+    check_tokens(prompt_ids, 0, runner.max_seq_len, runner.vocab_size)
     if len(prompt_ids) + max_new_tokens > runner.max_seq_len:
         raise UserError(f"prompt ({len(prompt_ids)} tokens) + {max_new_tokens} new tokens exceed the maximum "
                         f"sequence length {runner.max_seq_len}")
@@ -98,7 +110,7 @@ def generate(runner: Runner, prompt_ids: list[int], max_new_tokens: int, tempera
         new.append(tok)
         if on_token:
             on_token(tok)
-        if len(new) == max_new_tokens or tok == eos_id:
+        if len(new) == max_new_tokens or tok in eos:
             break
         logits = runner.forward([tok], pos)[-1]
         pos += 1
@@ -110,6 +122,7 @@ def _pick(logits: np.ndarray, temperature: float, top_k: int | None, rng) -> int
         return int(np.argmax(logits))
     z = logits.astype(np.float64) / temperature
     if top_k:
+        top_k = min(top_k, len(z))
         kth = np.partition(z, -top_k)[-top_k]
         z = np.where(z < kth, -np.inf, z)
     p = np.exp(z - z.max())

@@ -106,13 +106,11 @@ def test_eval_bad_input(artifacts, held_text, tmp_path, cli, tiny_ckpt):
         assert msg in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
 
 
-@pytest.mark.skipif(trained_checkpoint("tiny") is None, reason="trained preset not present")
 @pytest.mark.parametrize("preset", ["tiny", "tiny-LS"])
 def test_trained_preset_w8a8_holds_the_perplexity_bar(preset, tmp_path, cli):
     """The project's W8A8 bar on the shipped weights: held-out perplexity within 2% of fp32 through
     the ExecuTorch and onnxruntime artifacts, shared and unshared."""
-    if trained_checkpoint(preset) is None:
-        pytest.skip(f"{preset} not trained")
+    assert trained_checkpoint(preset) is not None, f"models/trained/{preset} is committed; it is missing"
     arts = [tmp_path / f"{preset}.pte", tmp_path / f"{preset}.onnx"]
     cli("export", "--model", preset, "--backend", "executorch", "--quant", "w8a8", "--quantize-embedding",
         "--out", tmp_path, "--name", arts[0].name)

@@ -43,7 +43,6 @@ def test_run_is_resumable(run_dir, cli):
     assert [j["status"] for j in jobs] == ["reused"]
 
 
-@pytest.mark.skipif(trained_checkpoint("tiny-LS") is None, reason="trained presets not present")
 def test_run_reports_accuracy_of_the_trained_presets(tmp_path, cli):
     """Latency on the random-weight architecture, accuracy on the trained presets, one report."""
     p = cli("run", "--models", "tiny-random", "--backends", "onnx,coreml", "--variants", "base", "--max-seq-len", "64",

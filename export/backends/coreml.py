@@ -306,7 +306,7 @@ class CoreMLSession(Session):
 
 
 register(Backend(
-    name="coreml", suffix=".mlpackage", schemes=SCHEMES, closest=CLOSEST, refused=REFUSED, apple_only=False,
+    name="coreml", suffix=".mlpackage", schemes=SCHEMES, closest=CLOSEST, refused=REFUSED, apple_only=False, rank=20,
     summary="Core ML ML Program (.mlpackage), iOS 18 / macOS 15, KV cache as Core ML state, fp16 compute",
     export=_export, open=lambda path, manifest: CoreMLSession(Path(path), manifest),
     runtime_missing=runtime_missing, default_scheme="fp16"))

@@ -204,5 +204,5 @@ class ExecuTorchSession(Session):
 register(Backend(
     name="executorch", suffix=".pte", schemes=SCHEMES,
     summary="ExecuTorch .pte, XNNPACK delegate (Android/iOS CPU), llama custom SDPA + KV-cache ops",
-    export=export_model, open=ExecuTorchSession, external_weights=True, quantizes_embedding=True,
+    export=export_model, open=ExecuTorchSession, external_weights=True, quantizes_embedding=True, rank=0,
 ))

@@ -150,7 +150,7 @@ class ExecuTorchCoreMLSession(Session):
 
 register(Backend(
     name="executorch-coreml", suffix=".pte", schemes=C.SCHEMES, closest=C.CLOSEST, refused=C.REFUSED,
-    apple_only=True, default_for_suffix=False,
+    apple_only=True, default_for_suffix=False, rank=30,
     summary="ExecuTorch .pte delegated whole to Core ML (CoreMLPartitioner), iOS 18, KV cache as Core ML state",
     export=_export, open=lambda path, manifest: ExecuTorchCoreMLSession(Path(path), manifest),
     runtime_missing=runtime_missing, default_scheme="fp16"))

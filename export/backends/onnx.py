@@ -252,8 +252,10 @@ def initializer_bytes(model) -> dict:
 
 
 def _export(model, cfg, tmp: Path, steps):
-    stage = Path(tempfile.mkdtemp(prefix=".partial-onnx-", dir=Path(tmp).parent))
+    from mobilellm.io import register_staged
+    stage = Path(tempfile.mkdtemp(prefix=f".partial-{os.getpid()}-onnx-", dir=Path(tmp).parent))
     atexit.register(shutil.rmtree, stage, ignore_errors=True)  # the .ort waits here until published
+    register_staged(stage)  # and goes if the process is stopped by a signal
     try:
         return _export_in(model, cfg, tmp, steps, stage)
     except BaseException:
@@ -368,7 +370,7 @@ def _runtime_missing():
 
 
 register(Backend(
-    name="onnx", suffix=".onnx", schemes=SCHEMES, closest=CLOSEST, default_scheme="w8a8-static",
+    name="onnx", suffix=".onnx", schemes=SCHEMES, closest=CLOSEST, default_scheme="w8a8-static", rank=10,
     summary="torch.onnx (dynamo) graph with the KV cache as inputs/outputs, onnxruntime CPU; .ort beside it "
             "for onnxruntime-mobile",
     export=_export, open=_open, runtime_missing=_runtime_missing,

@@ -32,7 +32,8 @@ def _tokenizer(ns):
 
 
 def main(ns):
-    from mobilellm.models.generate import EagerRunner, generate
+    from mobilellm.models.generate import EagerRunner, check_sampling, check_tokens, generate
+    check_sampling(ns.max_new_tokens, ns.temperature, ns.top_k)  # before minutes of loading
     if ns.artifact is not None:
         from mobilellm.export.base import backend_for_artifact, open_artifact
         runner = open_artifact(ns.artifact)
@@ -55,6 +56,9 @@ def main(ns):
     else:
         raise UserError("no tokenizer: pass --checkpoint DIR (with tokenizer.model or tokenizer.json), "
                         "--tokenizer FILE, or --prompt-ids 1,2,3")
+    check_tokens(ids, 0, runner.max_seq_len, runner.vocab_size)  # before a tokenizer decodes them
+    if tok is not None:
+        tok.check_vocab(runner.vocab_size)
     print(f"# {source}", file=sys.stderr)
     if tok is not None:
         print(ns.prompt if not ns.prompt_ids else tok.decode(ids), end="", flush=True)
@@ -70,7 +74,7 @@ def main(ns):
             print(t, end=" ", flush=True)
 
     res = generate(runner, ids, ns.max_new_tokens, ns.temperature, ns.top_k, seed=ns.seed,
-                   eos_id=tok.eos_id if tok is not None else None, on_token=on_token)
+                   eos_id=tok.eos_ids if tok is not None else None, on_token=on_token)
     print()
     print(f"# prompt {len(ids)} tokens: prefill {res.prefill_s * 1e3:.1f} ms ({res.prefill_tokens_per_s:.1f} tokens/s); "
           f"decode {len(res.new_ids)} tokens at {res.decode_tokens_per_s:.1f} tokens/s", file=sys.stderr)

@@ -69,7 +69,6 @@ def test_bad_training_input(tmp_path, cli, flags, msg):
     assert msg in p.stderr and "Traceback" not in p.stderr
 
 
-@pytest.mark.skipif(trained_checkpoint("tiny") is None, reason="trained presets not present")
 def test_shipped_presets_load_and_generate_readable_text(cli):
     """`generate` defaults to the trained `tiny`; its greedy continuation of code is code-like text."""
     p = cli("generate", "--prompt", "import os\nimport sys\n\n\ndef main(", "--max-new-tokens", "40")
