@@ -142,9 +142,8 @@ def eval_artifact(path: Path, cfg: EvalConfig, text: Path | None = None, tokeniz
     window = min(cfg.window, manifest["max_seq_len"])
     wins = windows(tok.encode(body, bos=False), tok.bos_id, window, cfg.max_tokens)
     reference = EagerRunner(model_from_manifest(manifest, max_seq_len=window, checkpoint=checkpoint))
-    session = backend.open(Path(path), manifest)
-    session.load()
-    session.init()
+    from mobilellm.export.base import open_artifact
+    session = open_artifact(Path(path), manifest)
     log(f"{Path(path).name}: {len(wins)} windows of {window} tokens from {text_path}")
     chunk = min(cfg.chunk, manifest["max_seq_len"] - 1)  # one call holds at most max_seq_len - 1 tokens (ExecuTorch)
     try:

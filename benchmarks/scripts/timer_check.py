@@ -4,7 +4,7 @@ creation, Method.execute, logits to numpy) with the time ExecuTorch itself recor
 step in its ETDump profile ("Method::execute" events, the runtime's own clock), the two calls
 interleaved on two loaded instances of the program.
 
-    python -m mobilellm.benchmarks.timer_check runs/default/artifacts/125M_w8a8-emb8_executorch.pte
+    python benchmarks/scripts/timer_check.py runs/default/artifacts/125M_w8a8-emb8_executorch.pte
 
 Both timings come from one process and the same calls, so machine load affects them alike."""
 from __future__ import annotations
@@ -30,13 +30,10 @@ def measure(path: Path, prompt_len: int, iters: int, warmup: int, threads: int) 
     from executorch.devtools import Inspector
     from executorch.extension.pybindings import portable_lib
     from mobilellm.benchmarks.measure import set_threads
-    from mobilellm.export.base import get_backend
-    from mobilellm.manifest import read_manifest
+    from mobilellm.export.base import open_artifact
 
     set_threads(threads)
-    session = get_backend("executorch").open(path, read_manifest(path))  # sets XNNPACK's weight cache, as bench
-    session.load()
-    session.init()
+    session = open_artifact(path)  # sets XNNPACK's weight cache, as bench
     prompt = [1] + [(7 * i + 3) % (session.vocab_size - 3) + 3 for i in range(prompt_len - 1)]
     step = (torch.tensor([[5]]), torch.tensor([prompt_len]))
     session.forward(prompt, 0)
