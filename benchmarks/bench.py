@@ -27,8 +27,13 @@ class BenchConfig:
     prompt_len: int = 128
     gen_tokens: int = 32
     cold_runs: int = 3
+    positions: tuple[int, ...] = ()  # extra decode positions timed (e.g. 1000): long-context cost
 
     def __post_init__(self):
+        object.__setattr__(self, "positions", tuple(self.positions))
+        bad = [p for p in self.positions if not isinstance(p, int) or p < 1]
+        if bad:
+            raise UserError(f"--positions must be positive integers, got {bad}")
         for f in ("iters", "threads", "prompt_len", "gen_tokens", "cold_runs"):
             if getattr(self, f) < 1:
                 raise UserError(f"--{f.replace('_', '-')} must be >= 1, got {getattr(self, f)}")
@@ -54,8 +59,9 @@ def run_one(path: Path, cfg: BenchConfig, timeout: float = 1800) -> dict:
     msl = read_manifest(path)["max_seq_len"]
     prompt_len = min(cfg.prompt_len, msl // 2)
     gen = min(cfg.gen_tokens, msl - prompt_len - 1)
+    fits = [q for q in cfg.positions if q + cfg.warmup + cfg.iters < msl]
     spec = {"artifact": str(path), "threads": cfg.threads, "prompt_len": prompt_len, "warmup": cfg.warmup,
-            "iters": cfg.iters, "gen_tokens": gen}
+            "iters": cfg.iters, "gen_tokens": gen, "positions": fits}
     pooled: dict[str, list] = {}
     for _ in range(cfg.cold_runs):
         p = subprocess.run([sys.executable, "-m", "mobilellm.benchmarks.measure", json.dumps(spec)],
@@ -66,11 +72,14 @@ def run_one(path: Path, cfg: BenchConfig, timeout: float = 1800) -> dict:
         res = json.loads(line[len("MEASURE "):])
         if "error" in res:
             raise UserError(res["error"])
+        for q, xs in (res.pop("decode_ms_at", None) or [{}])[0].items():
+            pooled.setdefault("decode_ms_at", {}).setdefault(q, []).extend(xs)
         for k, v in res.items():
             pooled.setdefault(k, []).extend(v if isinstance(v, list) else [v])
     options = (pooled.pop("runtime_options", None) or [{}])[0]  # e.g. XNNPACK's weight cache
     pooled["settings"] = {**asdict(cfg), "prompt_len": prompt_len, "gen_tokens": gen, "decode_position": prompt_len,
-                          **options}
+                          "positions_timed": [prompt_len] + [q for q in fits if q != prompt_len],
+                          "positions_skipped": [q for q in cfg.positions if q not in fits], **options}
     return pooled
 
 
@@ -92,6 +101,12 @@ def records_for(path: Path, manifest: dict, raw: dict, threads: int) -> list[dic
             add(m, np.percentile(xs, 10), "p10", len(xs))
             add(m, np.percentile(xs, 90), "p90", len(xs))
             add(m, xs.min(), "min", len(xs))
+    for q, xs in sorted((raw.get("decode_ms_at") or {}).items(), key=lambda kv: int(kv[0])):
+        base_q = {**base, "settings": {**base["settings"], "decode_position": int(q)}}
+        xs = np.asarray(xs, dtype=float)
+        for stat, v in (("median", np.median(xs)), ("p10", np.percentile(xs, 10)), ("p90", np.percentile(xs, 90))):
+            out.append({**base_q, "metric": "decode_ms_at_position", "unit": "ms", "value": round(float(v), 4),
+                        "statistic": stat, "samples": len(xs)})
     for m in MEMORY:
         if raw.get(m):
             add(m, np.median(raw[m]), "median", len(raw[m]))

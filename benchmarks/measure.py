@@ -6,7 +6,9 @@ The parent (benchmarks/bench.py) turns samples from several cold processes into 
 Definitions (the paper's, per backend):
   load     reading the artifact into the runtime (ExecuTorch load_program; ORT reads the file)
   init     making it ready to run (ExecuTorch load_method incl. XNNPACK packing; ORT session)
-  decode   one forward of 1 token at cache position P, after a P-token prefill
+  decode   one forward of 1 token at cache position P, after a P-token prefill: the steps advance
+           (P, P+1, ...) as in a generation, so no runtime re-feeds or copies a cache it would not
+  decode at Q  the same at each extra position Q of `positions` (the cache filled to Q in chunks)
   prefill  one forward of P tokens from position 0
   tokens/s over a greedy generation: P-token prefill, then N decode steps
 """
@@ -73,13 +75,20 @@ def measure(spec: dict) -> dict:
         session.forward(prompt, 0)
         if i >= warmup:
             prefill.append((time.perf_counter() - a) * 1e3)
-    decode = []
-    for i in range(warmup + iters):  # the same step each time: position P, cache filled to P
-        a = time.perf_counter()
-        session.forward([5], prompt_len)
-        if i >= warmup:
-            decode.append((time.perf_counter() - a) * 1e3)
+    session.forward(prompt, 0)
+    decode = _decode_steps(session, prompt_len, warmup, iters)
     out.update(prefill_ms=prefill, decode_ms=decode)
+    at = {}
+    for q in spec.get("positions") or []:
+        if q == prompt_len:
+            continue
+        session.reset()
+        for start in range(0, q, 128):  # fill the cache to q as a runner would: prompt chunks
+            n = min(128, q - start)
+            session.forward([(7 * (start + i) + 3) % (vocab - 3) + 3 for i in range(n)], start)
+        at[str(q)] = _decode_steps(session, q, warmup, iters)
+    if at:
+        out["decode_ms_at"] = [at]
 
     session.reset()
     a = time.perf_counter()
@@ -92,6 +101,17 @@ def measure(spec: dict) -> dict:
     out.update(prefill_tokens_per_s=[prompt_len / (b - a)], decode_tokens_per_s=[gen / (c - b)],
                rss_after_generate_mb=rss_mb()[0], peak_rss_mb=rss_mb()[1])
     return out
+
+
+def _decode_steps(session, pos: int, warmup: int, iters: int) -> list[float]:
+    """ms per decode step at positions pos, pos+1, ... (the first `warmup` untimed)."""
+    times = []
+    for i in range(warmup + iters):
+        a = time.perf_counter()
+        session.forward([5], pos + i)
+        if i >= warmup:
+            times.append((time.perf_counter() - a) * 1e3)
+    return times
 
 
 def main(argv=None) -> int:

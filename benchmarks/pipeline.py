@@ -239,8 +239,9 @@ def export_all(jobs: list[Job], cfg: RunConfig, art_dir: Path, workers: int) -> 
     from tqdm import tqdm
     todo = sorted((j for j in jobs if j.status == "pending"), key=lambda j: -j.args.param_count() * j.args.repeat)
     bar = tqdm(total=len(todo), desc="export + verify", unit="artifact", file=sys.stderr)
+    # one process per export: its memory is returned when it ends, and its manifest's peak RSS is its own
     pool = cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
-                                  initializer=_init_worker, initargs=(export_threads(cfg),))
+                                  initializer=_init_worker, initargs=(export_threads(cfg),), max_tasks_per_child=1)
     from mobilellm import failures
     failures.on_stop(lambda: _stop_workers(pool))  # a signal: each worker removes its staging and ends
     try:

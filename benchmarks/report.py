@@ -86,15 +86,22 @@ def sharing_markdown(rows: list[dict]) -> str:
 
 def artifact_table(records: list[dict]) -> str:
     arts = defaultdict(dict)
+    extra = set()
     for r in records:
         if r["statistic"] in ("median", "single"):
-            arts[(r["device"], r.get("artifact", r["model"]), r["backend"], r["scheme"], r["variant"])][r["metric"]] = r["value"]
+            metric = r["metric"]
+            if metric == "decode_ms_at_position":  # one column per position timed
+                metric = f"decode_ms@{(r.get('settings') or {}).get('decode_position')}"
+                extra.add(metric)
+            arts[(r["device"], r.get("artifact", r["model"]), r["backend"], r["scheme"], r["variant"])][metric] = r["value"]
     cols = [("size_mb", "size MB", 1), ("load_ms", "load ms", 1), ("init_ms", "init ms", 1),
             ("decode_ms", "decode ms", 2), ("decode_tokens_per_s", "decode tok/s", 1),
             ("prefill_tokens_per_s", "prefill tok/s", 0), ("rss_after_init_mb", "RSS init MB", 0),
             ("pss_after_init_mb", "PSS init MB (Android)", 0),
             ("phys_footprint_after_init_mb", "phys_footprint init MB (iOS)", 0),
             ("kv_cache_mb", "KV cache MB", 1)]
+    at = sorted(extra, key=lambda m: int(m.split("@")[1]) if m.split("@")[1].isdigit() else 0)
+    cols[4:4] = [(m, f"decode ms at {m.split('@')[1]}", 2) for m in at]
     cols = [c for c in cols if any(c[0] in m for m in arts.values())]
     lines = ["| device | artifact | backend | scheme | variant | " + " | ".join(c[1] for c in cols) + " |",
              "|" + "---|" * (5 + len(cols))]

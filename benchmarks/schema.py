@@ -44,6 +44,7 @@ METRICS = {
     "decode_tokens_per_s": "tokens/s", "prefill_tokens_per_s": "tokens/s",
     "rss_after_init_mb": "MB", "rss_after_generate_mb": "MB", "kv_cache_mb": "MB", "size_mb": "MB",
     # memory is named for what each platform measures: host RSS, Android PSS, iOS phys_footprint
+    "decode_ms_at_position": "ms",  # decode at settings.decode_position (bench --positions)
     "pss_after_init_mb": "MB", "pss_after_generate_mb": "MB",
     "phys_footprint_after_init_mb": "MB", "phys_footprint_after_generate_mb": "MB",
     "perplexity": "", "top1_agreement": "", "kl_divergence": "nats",

@@ -144,15 +144,22 @@ def register(backend: Backend) -> Backend:
 
 
 def _discover() -> None:
+    """The plugins in export/backends/, then third-party ones (`mobilellm.plugins`)."""
+    from mobilellm import plugins
     from mobilellm.export import backends
     for mod in pkgutil.iter_modules(backends.__path__):
         importlib.import_module(f"{backends.__name__}.{mod.name}")
+    plugins.load()
 
 
 def backend_names() -> list[str]:
     """Registered names without importing the plugins (module backends/foo_bar.py registers foo-bar):
     help texts stay fast; `get_backend` imports them."""
+    from mobilellm import plugins
     from mobilellm.export import backends
+    if plugins.configured():  # third-party backends register themselves: import them to know their names
+        _discover()
+        return sorted(_REGISTRY)
     return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(backends.__path__))
 
 

@@ -88,22 +88,38 @@ def size_bytes(path: Path) -> int:
 @contextlib.contextmanager
 def path_lock(lock_file: Path, what: str):
     """An exclusive, non-blocking lock (flock) held for the block; a second holder gets one clear
-    error naming the first's pid. The lock file stays (empty of meaning once unlocked)."""
+    error naming the first's pid. The lock file exists only while held: it is unlinked before the
+    lock is released, and a taker checks that the file it locked is still the one at the path."""
     import fcntl
     from mobilellm.errors import UserError
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
             raise UserError(f"{what} is in use by another mobilellm process (pid {other}); wait for it to finish "
                             f"or choose another --out") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_file).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder unlinked it between our open and our flock: take the new one
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _STAGED[lock_file] = None  # a signal's cleanup removes it too
         yield
     finally:
+        _STAGED.pop(lock_file, None)
+        try:
+            os.unlink(lock_file)
+        except FileNotFoundError:
+            pass
         os.close(fd)
 
 

@@ -37,7 +37,7 @@ PRESETS["tiny-LS"] = dict(PRESETS["tiny"], repeat=2)
 # the hub files themselves, which are not reachable here; R1-140M's count (140,248,512) agrees with an
 # independent one (bedio/MobileLLM-R1-140M-2x-HyperCloned). `--checkpoint` reads the real values.
 _R1 = dict(vocab_size=128256, head_dim=64, norm_eps=1e-5, rope_theta=8e6, context_len=32768,
-           rope_interleaved=True, qk_norm=True)
+           rope_interleaved=True, qk_norm=True, bos_id=128000, eos_ids=(128001, 128008, 128009))
 PRESETS.update({
     "R1-140M": dict(_R1, n_layers=15, n_heads=9, n_kv_heads=3, dim=576, ffn_hidden=2048),
     "R1-360M": dict(_R1, n_layers=15, n_heads=16, n_kv_heads=4, dim=1024, ffn_hidden=4096),
@@ -86,6 +86,8 @@ class ModelArgs:
     attn_temperature_tuning: bool = False  # on NoPE blocks: q *= 1 + attn_scale * log1p(floor((pos+1)/floor_scale))
     floor_scale: int = 8192
     attn_scale: float = 0.1
+    bos_id: int = 1  # special tokens the runners need (ExecuTorch's get_bos_id / get_eos_ids, generation's stop)
+    eos_ids: tuple[int, ...] = (2,)
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -107,6 +109,10 @@ class ModelArgs:
         if self.head_dim % 2:
             raise UserError(f"model config: head_dim must be even for RoPE, got {self.head_dim}")
         object.__setattr__(self, "nope_layers", tuple(sorted(int(i) for i in self.nope_layers)))  # JSON gives lists
+        object.__setattr__(self, "eos_ids", tuple(int(i) for i in self.eos_ids))
+        bad = [t for t in (self.bos_id, *self.eos_ids) if not 0 <= t < self.vocab_size]
+        if bad:
+            raise UserError(f"model config: special token id(s) {bad} outside the vocabulary [0, {self.vocab_size})")
         bad = [i for i in self.nope_layers if not 0 <= i < self.n_layers]
         if bad:
             raise UserError(f"model config: nope_layers {bad} outside the {self.n_layers} stored blocks")
@@ -178,7 +184,8 @@ class ModelArgs:
             n_layers=n, n_heads=heads, n_kv_heads=int(cfg.get("num_key_value_heads") or heads),
             dim=int(cfg["hidden_size"]), ffn_hidden=int(cfg[ffn_key]),
             head_dim=int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads),
-            norm_eps=float(cfg.get("rms_norm_eps", 1e-5)), repeat=int(cfg.get("layer_repeat", 1)), name=name)
+            norm_eps=float(cfg.get("rms_norm_eps", 1e-5)), repeat=int(cfg.get("layer_repeat", 1)), name=name,
+            **_special_tokens(cfg))
         if mt == "llama4_text":
             fields.update(_llama4_fields(cfg, n))
         else:
@@ -209,7 +216,7 @@ class ModelArgs:
                 "attn_temperature_tuning": self.attn_temperature_tuning, "floor_scale": self.floor_scale,
                 "attn_scale": self.attn_scale, "moe_layers": [], "num_local_experts": 0,
                 "interleave_moe_layer_step": 0, "attention_chunk_size": None, "attention_bias": False,
-                "bos_token_id": 1, "eos_token_id": 2,
+                "bos_token_id": self.bos_id, "eos_token_id": list(self.eos_ids),
             }
         if self.qk_norm or self.nope_layers:
             raise UserError("model config: qk_norm and nope_layers need the llama4_text format "
@@ -218,7 +225,7 @@ class ModelArgs:
             **common, "architectures": ["MobileLLMForCausalLM"], "model_type": "mobilellm",
             "intermediate_size": self.ffn_hidden, "share_embedding": self.share_embedding,
             "layer_sharing": self.layer_sharing, "mlp_bias": False, "tie_word_embeddings": False,
-            "bos_token_id": 1, "eos_token_id": 2,
+            "bos_token_id": self.bos_id, "eos_token_id": self.eos_ids[0] if len(self.eos_ids) == 1 else list(self.eos_ids),
         }
 
 
@@ -243,6 +250,18 @@ def _rope_theta(cfg: dict, default: float) -> float:
     rp = cfg.get("rope_parameters")
     theta = rp.get("rope_theta") if isinstance(rp, dict) else None
     return float(theta if theta is not None else cfg.get("rope_theta", default))
+
+
+def _special_tokens(cfg: dict) -> dict:
+    """bos_token_id / eos_token_id (an int or a list) where the config names them."""
+    out = {}
+    if isinstance(cfg.get("bos_token_id"), int) and not isinstance(cfg["bos_token_id"], bool):
+        out["bos_id"] = cfg["bos_token_id"]
+    eos = cfg.get("eos_token_id")
+    eos = [eos] if isinstance(eos, int) else eos
+    if isinstance(eos, list) and eos and all(isinstance(e, int) and not isinstance(e, bool) for e in eos):
+        out["eos_ids"] = tuple(eos)
+    return out
 
 
 def _llama4_fields(cfg: dict, n: int) -> dict:

@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -83,6 +84,83 @@ def split_matmuls(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     return [n.name for n in mm if n.input[1] in weights], [n.name for n in mm if n.input[1] not in weights]
 
 
+def per_token_activations(model: onnx.ModelProto) -> int:
+    """Turn quantize_dynamic's per-tensor activations into per-token ones, with standard ONNX ops.
+
+    quantize_dynamic writes, per activation x feeding weight MatMuls,
+        DynamicQuantizeLinear(x) -> xq, xs, xz   (one uint8 scale and zero point per tensor)
+        MatMulInteger(xq, Wq, xz, Wz) -> Cast -> Mul(., Mul(xs, Ws))
+    Here the scale and zero point become one per row (token) of x, the paper's per-token min-max:
+        s = (max(row max, 0) - min(row min, 0)) / 255,  z = round(-min(row min, 0) / s)
+        xq = clip(round(x / s) + z, 0, 255)
+    MatMulInteger takes only a scalar activation zero point, so it runs with none and the product is
+    corrected by z * colsum(Wq) (Wz is 0: weights are symmetric), after scaling:
+        y = Cast(xq @ Wq) * (s * Ws) - (z * s) * colsum(Wq) * Ws.   Returns the quantizers rewritten."""
+    from onnx import TensorProto, helper
+    _name_nodes(model)
+    post: dict[str, list] = {}  # Mul node name -> the correction nodes that follow it
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    consumers: dict[str, list] = {}
+    for node in g.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    const = lambda name, v: g.initializer.append(numpy_helper.from_array(np.asarray(v, np.float32), name))  # noqa: E731
+    const("pt_zero", 0.0)
+    const("pt_255", 255.0)
+    const("pt_eps", 1e-12)
+    g.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), "pt_axis"))
+    new_nodes, done = [], 0
+    for node in list(g.node):
+        if node.op_type != "DynamicQuantizeLinear":
+            new_nodes.append(node)
+            continue
+        x, (xq, xs, xz) = node.input[0], node.output
+        p = f"{node.name}_pt"
+        n = lambda op, ins, out, **kw: helper.make_node(op, ins, [out], name=f"{p}_{out}", **kw)  # noqa: E731
+        zf = f"{p}_zf"
+        new_nodes += [
+            n("ReduceMax", [x, "pt_axis"], f"{p}_mx", keepdims=1), n("ReduceMin", [x, "pt_axis"], f"{p}_mn", keepdims=1),
+            n("Max", [f"{p}_mx", "pt_zero"], f"{p}_hi"), n("Min", [f"{p}_mn", "pt_zero"], f"{p}_lo"),
+            n("Sub", [f"{p}_hi", f"{p}_lo"], f"{p}_rng"), n("Div", [f"{p}_rng", "pt_255"], f"{p}_s0"),
+            n("Max", [f"{p}_s0", "pt_eps"], xs),  # [1, T, 1]: replaces the tensor scale, fed to the scale Muls
+            n("Neg", [f"{p}_lo"], f"{p}_nlo"), n("Div", [f"{p}_nlo", xs], f"{p}_z0"), n("Round", [f"{p}_z0"], zf),
+            n("Div", [x, xs], f"{p}_xd"), n("Round", [f"{p}_xd"], f"{p}_xr"), n("Add", [f"{p}_xr", zf], f"{p}_xz"),
+            n("Clip", [f"{p}_xz", "pt_zero", "pt_255"], f"{p}_xc"),
+            n("Cast", [f"{p}_xc"], xq, to=TensorProto.UINT8),
+            n("Mul", [zf, xs], f"{p}_zs"),  # z * s, [1, T, 1]
+        ]
+        for mm in consumers.get(xq, []):
+            if mm.op_type != "MatMulInteger":
+                raise UserError(f"per-token rewrite: {mm.name} ({mm.op_type}) consumes {xq}; expected MatMulInteger")
+            w = numpy_helper.to_array(inits[mm.input[1]])
+            wz = numpy_helper.to_array(inits[mm.input[3]]) if len(mm.input) > 3 and mm.input[3] in inits else 0
+            if np.any(wz != 0):
+                raise UserError(f"per-token rewrite: {mm.name} has non-symmetric weights")
+            del mm.input[2:]  # no activation zero point: corrected below
+            cast = next(c for c in consumers[mm.output[0]] if c.op_type == "Cast")
+            mul = next(m for m in consumers[cast.output[0]] if m.op_type == "Mul")
+            scales = next(i for i in mul.input if i != cast.output[0])  # Mul(xs, Ws)
+            ws = next(i for i in next(m for m in consumers[xs] if m.output[0] == scales).input if i != xs)
+            colsum = f"{mm.name}_colsum_ws"
+            g.initializer.append(numpy_helper.from_array(
+                (w.astype(np.float32).sum(0) * numpy_helper.to_array(inits[ws]).astype(np.float32)).astype(np.float32),
+                colsum))
+            out = mul.output[0]
+            mul.output[0] = f"{out}_uncorrected"
+            new_nodes_after = [helper.make_node("Mul", [f"{p}_zs", colsum], [f"{out}_corr"], name=f"{mm.name}_corr"),
+                               helper.make_node("Sub", [mul.output[0], f"{out}_corr"], [out], name=f"{mm.name}_sub")]
+            post.setdefault(mul.name, []).extend(new_nodes_after)
+        done += 1
+    ordered = []
+    for node in new_nodes:
+        ordered.append(node)
+        ordered += post.pop(node.name, [])
+    del g.node[:]
+    g.node.extend(ordered)
+    return done
+
+
 def _name_nodes(model: onnx.ModelProto) -> None:
     for i, n in enumerate(model.graph.node):  # the quantizers address nodes by name
         if not n.name:
@@ -120,9 +198,15 @@ def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) 
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                                            "OpTypesToExcludeOutputQuantization": ["MatMul"]}, **common)
             info = {"format": "QDQ static", "activation_type": "uint8 asymmetric, per-tensor, calibrated (MinMax)"}
-        elif scheme.activation_granularity == "per-tensor":
+        elif scheme.activations == "dynamic" and scheme.activation_granularity in ("per-tensor", "per-token"):
             quantize_dynamic(str(prepared), str(dst), extra_options={"WeightSymmetric": True}, **common)
             info = {"format": "dynamic (MatMulInteger)", "activation_type": "uint8 asymmetric, per-tensor, per call"}
+            if scheme.activation_granularity == "per-token":
+                q = onnx.load(str(dst))
+                n = per_token_activations(q)
+                onnx.save(q, str(dst))
+                info = {"format": "dynamic per-token (MatMulInteger, zero-point correction)", "per_token_quantizers": n,
+                        "activation_type": "uint8 asymmetric, per token (row min-max), per call"}
         else:
             raise UserError(f"no ONNX pass for {scheme.name} ({scheme.definition()})")
     finally:

@@ -83,9 +83,23 @@ def names() -> list[str]:
     return list(SCHEMES)
 
 
+def register(scheme: Scheme) -> Scheme:
+    """Add a scheme (a plugin's); its name and aliases must be new."""
+    taken = [n for n in (scheme.name, *scheme.aliases) if n in SCHEMES or n in ALIASES]
+    if taken:
+        raise UserError(f"scheme name(s) {taken} are taken")
+    SCHEMES[scheme.name] = scheme
+    ALIASES.update({a: scheme.name for a in scheme.aliases})
+    return scheme
+
+
 def get(name: str) -> Scheme:
     """A scheme by name or alias (`8da8w` is `w8a8`); unknown names list the valid ones."""
     key = ALIASES.get(name, name)
+    if key not in SCHEMES:
+        from mobilellm import plugins
+        plugins.load()  # a plugin may define it
+        key = ALIASES.get(name, name)
     if key not in SCHEMES:
         raise UserError(f"unknown quantization scheme {name!r}; valid: {', '.join(SCHEMES)} "
                         f"(aliases: {', '.join(f'{a}={n}' for a, n in ALIASES.items())})")

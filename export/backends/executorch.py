@@ -39,7 +39,7 @@ def llm_metadata(args, max_seq_len: int) -> dict:
     """Constant methods ExecuTorch's LLM runners read (names as in examples/models/llama)."""
     return {
         "get_max_seq_len": max_seq_len, "get_max_context_len": max_seq_len, "get_vocab_size": args.vocab_size,
-        "get_n_layers": args.n_executed, "get_bos_id": 1, "get_eos_ids": [2], "use_kv_cache": True,
+        "get_n_layers": args.n_executed, "get_bos_id": args.bos_id, "get_eos_ids": list(args.eos_ids), "use_kv_cache": True,
         "use_sdpa_with_kv_cache": False, "enable_dynamic_shape": True,
     }
 

@@ -278,3 +278,12 @@ def test_bad_scheme_and_seq_len(tmp_path, cli):
     assert "valid for executorch" in bad.stderr and "Traceback" not in bad.stderr
     mps = cli("export", "--backend", "mps", "--out", tmp_path, check_rc=2)
     assert "not in the executorch 1.5.1 wheel" in mps.stderr
+
+
+def test_llm_metadata_names_the_models_special_tokens():
+    """ExecuTorch's runners stop on get_eos_ids: R1's three end-of-turn ids, not LLaMA-2's 2."""
+    from mobilellm.export.backends.executorch import llm_metadata
+    r1 = llm_metadata(from_name("R1-140M"), 512)
+    assert r1["get_bos_id"] == 128000 and r1["get_eos_ids"] == [128001, 128008, 128009]
+    m = llm_metadata(from_name("125M"), 512)
+    assert m["get_bos_id"] == 1 and m["get_eos_ids"] == [2]

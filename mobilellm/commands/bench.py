@@ -13,19 +13,28 @@ def add_arguments(p):
     p.add_argument("--prompt-len", type=int, default=128, help="prefill length P; decode is timed at position P")
     p.add_argument("--gen-tokens", type=int, default=32, help="decode steps for tokens/s")
     p.add_argument("--cold-runs", type=int, default=3, help="fresh processes per artifact (load/init samples)")
+    p.add_argument("--positions", default="", help="extra decode positions to time, e.g. 1000 (comma-separated; "
+                   "each needs position + warmup + iters below the artifact's max_seq_len)")
     p.add_argument("--out", type=Path, default=Path("results.json"), help="results file (schema mobilellm.results/1)")
 
 
 def main(ns):
     from mobilellm.benchmarks import schema
     from mobilellm.benchmarks.bench import BenchConfig, bench
+    from mobilellm.errors import UserError
+    try:
+        positions = tuple(int(x) for x in ns.positions.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"--positions must be comma-separated integers, got {ns.positions!r}") from None
     cfg = BenchConfig(warmup=ns.warmup, iters=ns.iters, threads=ns.threads, prompt_len=ns.prompt_len,
-                      gen_tokens=ns.gen_tokens, cold_runs=ns.cold_runs)
+                      gen_tokens=ns.gen_tokens, cold_runs=ns.cold_runs, positions=positions)
 
     def done(path, recs):
         m = {r["metric"]: r["value"] for r in recs if r["statistic"] in ("median", "single")}
         print(f"{path.name}: load {m.get('load_ms', 0):.1f} ms, init {m.get('init_ms', 0):.1f} ms, decode "
-              f"{m.get('decode_ms', 0):.2f} ms ({m.get('decode_tokens_per_s', 0):.1f} tok/s), prefill "
+              f"{m.get('decode_ms', 0):.2f} ms ({m.get('decode_tokens_per_s', 0):.1f} tok/s)"
+              + "".join(f", at {r['settings']['decode_position']}: {r['value']:.2f} ms" for r in recs
+                        if r["metric"] == "decode_ms_at_position" and r["statistic"] == "median") + ", prefill "
               f"{m.get('prefill_tokens_per_s', 0):.0f} tok/s, RSS {m.get('rss_after_init_mb', 0):.0f} MB, "
               f"size {m.get('size_mb', 0):.1f} MB", flush=True)
 

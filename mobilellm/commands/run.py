@@ -23,6 +23,9 @@ def add_arguments(p):
     p.add_argument("--cold-runs", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--positions", default="auto",
+                   help="extra decode positions timed per artifact (comma-separated); 'auto': the longest that fits "
+                        "the max sequence length; 'none' to skip")
     p.add_argument("--accuracy", default="tiny,tiny-LS",
                    help="trained presets scored on held-out text (perplexity, top-1, KL vs fp32); 'none' to skip")
     p.add_argument("--accuracy-schemes", default=None,
@@ -43,8 +46,17 @@ def main(ns):
     from mobilellm.errors import UserError
     from mobilellm.export.base import get_backend
     from mobilellm.models.config import from_name
+    if ns.positions.strip() == "auto":
+        positions = (ns.max_seq_len - ns.warmup - ns.iters - 2,)
+    elif ns.positions.strip() == "none":
+        positions = ()
+    else:
+        try:
+            positions = tuple(int(x) for x in ns.positions.split(",") if x.strip())
+        except ValueError:
+            raise UserError(f"--positions must be comma-separated integers, 'auto' or 'none'; got {ns.positions!r}") from None
     bench_cfg = BenchConfig(warmup=ns.warmup, iters=ns.iters, threads=ns.threads, prompt_len=ns.prompt_len,
-                            cold_runs=ns.cold_runs)
+                            cold_runs=ns.cold_runs, positions=positions)
     variants = _names(ns.variants)
     bad = [v for v in variants if v not in ("base", "shared", "deep")]
     if bad or not variants:
