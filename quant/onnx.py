@@ -158,6 +158,10 @@ def per_token_activations(model: onnx.ModelProto) -> int:
         ordered += post.pop(node.name, [])
     del g.node[:]
     g.node.extend(ordered)
+    used = {i for node in g.node for i in node.input}
+    unused = [t for t in g.initializer if t.name not in used]  # the weight zero points no GEMM reads now
+    for t in unused:
+        g.initializer.remove(t)
     return done
 
 
