@@ -317,7 +317,9 @@ def _run_locked(cfg: RunConfig, bench_cfg, log, out: Path) -> Path:
              *scheme_notes(jobs + acc_jobs),
              *filter(None, [left_out]),
              f"bench: warm-up {bench_cfg.warmup}, {bench_cfg.iters} iterations x {bench_cfg.cold_runs} cold processes, "
-             f"{bench_cfg.threads} threads, prompt {min(bench_cfg.prompt_len, cfg.max_seq_len // 2)} tokens, decode timed at that position"]
+             f"{bench_cfg.threads} threads, prompt {min(bench_cfg.prompt_len, cfg.max_seq_len // 2)} tokens, decode timed at that position"
+             + (f" and at {', '.join(map(str, bench_cfg.positions))} (steps advancing as in a generation)"
+                if bench_cfg.positions else "")]
     report = build_report([results], out, notes=notes)
     (out / "jobs.json").write_text(json.dumps([{"variant": j.variant, "backend": j.backend, "scheme": j.scheme,
                                                "model": j.args.name, "status": j.status, "note": j.note,

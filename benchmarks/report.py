@@ -120,8 +120,10 @@ def _scheme(label: str):
 
 
 def scheme_footnotes(records: list[dict]) -> str:
-    """What each scheme named in the tables is, so a column of names compares like with like."""
-    labels = sorted({r["scheme"] for r in records if r.get("backend") != "eager"})
+    """What each scheme named in the tables is, so a column of names compares like with like
+    (records and 'not measured' rows alike)."""
+    labels = sorted({r["scheme"] for r in records if r.get("backend") != "eager" and isinstance(r.get("scheme"), str)
+                     and r["scheme"] not in ("-", "all")})
     lines = []
     for label in labels:
         s = _scheme(label)
@@ -265,7 +267,7 @@ def build_report(result_paths: list[Path], out_dir: Path, notes: list[str] | Non
         md.append("")
     md += ["## Schemes", "", "Each row's scheme column names the scheme that artifact really uses (a backend without the "
            "requested one runs its declared closest; the notes above say which and why):", "",
-           scheme_footnotes(records), ""]
+           scheme_footnotes(records + missing), ""]
     md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
     md += ["Settings (warm-up, iterations, threads, prompt length, decode position, cold runs) are in each record's "
            "`settings` field of results.json / results.csv.", ""]
