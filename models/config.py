@@ -159,7 +159,7 @@ class ModelArgs:
         a value the model cannot honour is refused with the field and the supported values."""
         try:
             return cls._from_hf_config(cfg, name)
-        except (TypeError, ValueError, OverflowError, AttributeError) as e:  # a value of the wrong type
+        except (TypeError, ValueError, ArithmeticError, AttributeError) as e:  # a value of the wrong type or 0
             raise UserError(f"config.json holds a value of the wrong type or range: {e}") from None
 
     @classmethod
