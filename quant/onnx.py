@@ -43,6 +43,15 @@ def _reader(feeds: Iterable[dict]):
     return FeedReader()
 
 
+def _consumers(graph) -> dict[str, list]:
+    """Tensor name -> the nodes that read it."""
+    out: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
 def materialize_transposed_weights(model: onnx.ModelProto) -> list[str]:
     """Replace `Transpose(initializer)` feeding MatMuls with one transposed initializer per source.
 
@@ -50,10 +59,7 @@ def materialize_transposed_weights(model: onnx.ModelProto) -> list[str]:
     quantizer skips (its B is not a constant). One copy per *source* keeps a shared weight single."""
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = _consumers(g)
     made: dict[str, str] = {}
     drop = []
     for n in g.node:
@@ -101,10 +107,7 @@ def per_token_activations(model: onnx.ModelProto) -> int:
     post: dict[str, list] = {}  # Mul node name -> the correction nodes that follow it
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    consumers: dict[str, list] = {}
-    for node in g.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
+    consumers = _consumers(g)
     const = lambda name, v: g.initializer.append(numpy_helper.from_array(np.asarray(v, np.float32), name))  # noqa: E731
     const("pt_zero", 0.0)
     const("pt_255", 255.0)

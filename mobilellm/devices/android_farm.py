@@ -35,11 +35,7 @@ def write(spec: tuple[str, Path], ns, items) -> int:
     kind, out = spec
     files = android.plan_push(None, items, ns.remote_dir)
     written = (devicefarm if kind == "devicefarm" else firebase)(out, ns, items, files)
-    for path in written:
-        print(f"wrote {path}")
-    print(f"nothing was run: {farm.KINDS[kind]} for {len(items)} artifact(s); next steps in android_demo/README.md "
-          f"(Device farms)")
-    return 0
+    return farm.announce(written, kind, len(items), "android_demo/README.md")
 
 
 def devicefarm(out: Path, ns, items, files) -> list[Path]:

@@ -104,6 +104,14 @@ def pack(files: list[tuple[Path, str]], out: Path) -> Path:
     return path
 
 
+def announce(written: list[Path], kind: str, n_artifacts: int, readme: str) -> int:
+    """What `--spec` wrote, and that nothing ran; exit code 0."""
+    for path in written:
+        print(f"wrote {path}")
+    print(f"nothing was run: {KINDS[kind]} for {n_artifacts} artifact(s); next steps in {readme} (Device farms)")
+    return 0
+
+
 def fetch_commands(dest: str) -> list[str]:
     """Device Farm pre_test: fetch and unpack the artifact zip named by the run's variable."""
     return [f'test -n "${ARTIFACTS_URL}" || {{ echo "set the run\'s {ARTIFACTS_URL} variable to where '

@@ -42,11 +42,7 @@ def write(spec: tuple[str, Path], ns, settings: ios.BenchSettings) -> int:
     kind, out = spec
     arts = ios.find_artifacts(ns.artifacts)
     written = (devicefarm if kind == "devicefarm" else firebase)(out, ns, arts, settings)
-    for path in written:
-        print(f"wrote {path}")
-    print(f"nothing was run: {farm.KINDS[kind]} for {len(arts)} artifact(s); next steps in ios_demo/README.md "
-          f"(Device farms)")
-    return 0
+    return farm.announce(written, kind, len(arts), "ios_demo/README.md")
 
 
 def devicefarm(out: Path, ns, arts, settings) -> list[Path]:
