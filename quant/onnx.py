@@ -17,6 +17,13 @@ uint8 activations with int8 weights is the pairing MLAS, onnxruntime's CPU GEMM 
 natively on both targets: x86 VNNI `vpdpbusd` multiplies u8 by s8, and the ARM64 `udot`/`ummla`
 kernels take u8 activations with weights of either sign. int8 activations are fast on ARM but go
 through a slow path on x86 (per-channel S8S8 QDQ measured ~10x slower than U8S8 on the build machine).
+
+x86 without VNNI (AVX2 only, e.g. the AMD EPYC build machines) runs U8S8 MatMulInteger with
+`vpmaddubsw`, whose int16 pair sums saturate: a full-range per-token activation row against int8
+weights came out up to 11% off an exact int64 product (onnxruntime's own docs name the effect and
+the cure, U8U8). So every scheme stores its int8 symmetric weights shifted to uint8 with
+zero point 128 (`unsigned_weights`): the same integers after the zero point is taken off, exact on
+every CPU, and the ARM64 kernels take either sign at the same speed.
 """
 from __future__ import annotations
 
@@ -168,6 +175,59 @@ def per_token_activations(model: onnx.ModelProto) -> int:
     return done
 
 
+def unsigned_weights(model: onnx.ModelProto) -> int:
+    """Int8 weights as uint8 = W + 128 with zero point Wz + 128, for every MatMulInteger B (dynamic schemes)
+    and every DequantizeLinear of a constant (QDQ static): zero point subtracted, the integers are the
+    same, but onnxruntime then fuses U8U8 GEMMs instead of its AVX2 U8S8 kernel, which saturates.
+    Returns the nodes changed."""
+    from onnx import TensorProto
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    zero = "mmi_u8_zero"
+    done, seen = 0, {}
+
+    def u8(name):
+        if name not in seen:
+            seen[name] = f"{name}_u8"
+            g.initializer.append(numpy_helper.from_array(
+                (numpy_helper.to_array(inits[name]).astype(np.int16) + 128).astype(np.uint8), seen[name]))
+        return seen[name]
+
+    for n in g.node:
+        if n.op_type == "MatMulInteger":
+            w_at, z_at = 1, 3
+        elif n.op_type == "DequantizeLinear":
+            w_at, z_at = 0, 2
+        else:
+            continue
+        w = n.input[w_at]
+        if w not in inits or inits[w].data_type != TensorProto.INT8:
+            continue
+        ins = list(n.input) + [""] * (z_at + 1 - len(n.input))
+        if ins[z_at] and ins[z_at] not in inits:
+            continue  # a computed zero point: leave the node alone
+        if n.op_type == "MatMulInteger" and not ins[2]:
+            if zero not in inits:
+                inits[zero] = numpy_helper.from_array(np.array(0, np.uint8), zero)
+                g.initializer.append(inits[zero])
+            ins[2] = zero
+        ins[w_at] = u8(w)
+        if ins[z_at]:
+            ins[z_at] = u8(ins[z_at])
+        else:  # no zero point: int8 0, now uint8 128
+            shape = () if n.op_type == "MatMulInteger" else tuple(inits[ins[1]].dims)  # a zero point per scale
+            zname = f"{n.name}_zp_u8"
+            g.initializer.append(numpy_helper.from_array(np.full(shape, 128, np.uint8), zname))
+            ins[z_at] = zname
+        del n.input[:]
+        n.input.extend(ins)
+        done += 1
+    used = {i for node in g.node for i in node.input}
+    for t in [t for t in g.initializer if t.name not in used]:
+        g.initializer.remove(t)
+    return done
+
+
 def _name_nodes(model: onnx.ModelProto) -> None:
     for i, n in enumerate(model.graph.node):  # the quantizers address nodes by name
         if not n.name:
@@ -205,15 +265,21 @@ def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) 
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                                            "OpTypesToExcludeOutputQuantization": ["MatMul"]}, **common)
             info = {"format": "QDQ static", "activation_type": "uint8 asymmetric, per-tensor, calibrated (MinMax)"}
+            q = onnx.load(str(dst))
+            info["weight_storage"] = (f"uint8 = int8 + 128, zero point 128, in {unsigned_weights(q)} weight "
+                                      "DequantizeLinears (U8U8: exact on x86 without VNNI, whose U8S8 kernel saturates)")
+            onnx.save(q, str(dst))
         elif scheme.activations == "dynamic" and scheme.activation_granularity in ("per-tensor", "per-token"):
             quantize_dynamic(str(prepared), str(dst), extra_options={"WeightSymmetric": True}, **common)
             info = {"format": "dynamic (MatMulInteger)", "activation_type": "uint8 asymmetric, per-tensor, per call"}
+            q = onnx.load(str(dst))
             if scheme.activation_granularity == "per-token":
-                q = onnx.load(str(dst))
                 n = per_token_activations(q)
-                onnx.save(q, str(dst))
                 info = {"format": "dynamic per-token (MatMulInteger, zero-point correction)", "per_token_quantizers": n,
                         "activation_type": "uint8 asymmetric, per token (row min-max), per call"}
+            info["weight_storage"] = (f"uint8 = int8 + 128, zero point 128, in {unsigned_weights(q)} MatMulIntegers "
+                                      "(U8U8: exact on x86 without VNNI, whose U8S8 kernel saturates)")
+            onnx.save(q, str(dst))
         else:
             raise UserError(f"no ONNX pass for {scheme.name} ({scheme.definition()})")
     finally:
