@@ -157,7 +157,8 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     from mobilellm.export.pipeline import export_artifact
     t0 = time.perf_counter()
     try:
-        job.path, job.manifest = export_artifact(model, weights, backend, ecfg, art_dir, force=True, quiet=True)
+        job.path, job.manifest = export_artifact(model, weights, backend, ecfg, art_dir, force=True, quiet=True,
+                                                      consume=True)
         job.status, job.note = "exported", f"{time.perf_counter() - t0:.0f} s"
     except VerificationError as e:
         job.status, job.note = "failed verification", str(e)

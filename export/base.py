@@ -47,11 +47,13 @@ class ExportConfig:
 
 @dataclass
 class Companion:
-    """A file a backend writes beside the artifact (ONNX's .ort), verified by the backend itself."""
+    """A file a backend writes beside the artifact (ONNX's .ort). `verify`: the pipeline checks it through
+    the backend's own runtime like the artifact (else the backend did, and says so in `manifest`)."""
 
     path: Path
     suffix: str
     manifest: dict
+    verify: bool = False
 
 
 @dataclass

@@ -5,8 +5,10 @@ A verification miss keeps the artifact as `<name>.failed` with its report, never
 name a runtime would pick up."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import errno
+import gc
 import os
 import time
 from pathlib import Path
@@ -44,7 +46,11 @@ def check_output(path: Path, force: bool) -> None:
 
 
 def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, out_dir: Path, *,
-                    name: str | None = None, force: bool = False, verify: bool = True, quiet: bool = False) -> tuple[Path, dict]:
+                    name: str | None = None, force: bool = False, verify: bool = True, quiet: bool = False,
+                    consume: bool = False) -> tuple[Path, dict]:
+    """Export `model` to `backend`, verify and publish. `consume=True` hands the model itself to the
+    backend, which may quantize it in place or drop its weights (the caller must not use it again):
+    one fp32 copy fewer at the export's peak. Otherwise the backend works on a copy."""
     scheme = backend.check_scheme(cfg.quant)
     args = model.args
     if cfg.max_seq_len > args.context_len:
@@ -70,7 +76,7 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
     }
     try:
         with artifact_lock(out):
-            return _export_locked(model, backend, cfg, out, manifest, steps, verify)
+            return _export_locked(model, backend, cfg, out, manifest, steps, verify, consume)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -90,19 +96,31 @@ def estimate_bytes(args, cfg: ExportConfig, backend: Backend) -> int:
     return int(body * (3 if backend.suffix == ".onnx" else 1.2))  # ONNX stages float.onnx, model.onnx and .ort
 
 
-def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manifest: dict, steps, verify: bool):
+def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manifest: dict, steps, verify: bool,
+                   consume: bool):
+    from mobilellm.models.generate import EagerRunner
     t0 = time.perf_counter()
+    trained = _trained(manifest)
+    ref = None
+    if verify:  # eager fp32's logits, recorded before lowering: the fp32 weights need not outlive the export
+        with steps.step("fp32 reference"):
+            model.reset_cache()
+            ref = V.reference(EagerRunner(model))
     with staging_path(out) as tmp, _staged_data(out, tmp) as data:
-        res: ExportResult = backend.export(model, cfg, tmp, steps)
+        res: ExportResult = backend.export(model if consume else copy.deepcopy(model), cfg, tmp, steps)
+        del model  # consumed: what is left of it belongs to the backend's result
+        quantized = None
+        if verify and res.quantized_reference is not None:
+            with steps.step("quantized eager reference"):
+                quantized = V.replay(res.quantized_reference, ref)
+        res.quantized_reference = None  # the quantized eager model goes before the artifact is loaded
+        gc.collect()
         if res.data_file:  # weights beside the program (same stem), published with it
             manifest["data_file"] = data.final.name
         manifest["quant"].update(res.quant)
         manifest.update(res.facts)  # backend facts: delegation, sizes, io contract, ...
         if res.structural_verification is not None:
             manifest["structural_verification"] = res.structural_verification
-        manifest["export_seconds"] = round(time.perf_counter() - t0, 1)
-        manifest["export_step_seconds"] = {k: round(v, 1) for k, v in steps.times.items()}  # where the time went
-        manifest["export_peak_rss_mb"] = peak_rss_mb()
         has_data = "data_file" in manifest
         manifest["sizes"] = {"file_bytes": size_bytes(tmp) + (size_bytes(data.staged) if has_data else 0),
                              **manifest.get("sizes", {})}
@@ -115,12 +133,27 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
             manifest["data_file_sha256"] = sha256(data.staged)
         manifest["tools"] = tool_versions()
         manifest["verification"] = {"skipped": "--no-verify"} if not verify else None
+
+        def cost():  # where the time and the memory went, verification included
+            manifest["export_seconds"] = round(time.perf_counter() - t0, 1)
+            manifest["export_step_seconds"] = {k: round(v, 1) for k, v in steps.times.items()}
+            manifest["export_peak_rss_mb"] = peak_rss_mb()
         if verify:
             try:
                 with steps.step("verify"):
-                    manifest["verification"] = _verify(backend, tmp, manifest, model, cfg, res)
+                    manifest["verification"] = _verify(backend, tmp, manifest, ref, quantized, res, cfg.scheme, trained)
+                for comp in res.companions:
+                    if comp.verify:
+                        with steps.step(f"verify {comp.suffix}"):
+                            comp.manifest["verification"] = _verify(backend, Path(comp.path), manifest, ref, quantized,
+                                                                    res, cfg.scheme, trained, f"the {comp.suffix} file: ")
             except VerificationError as e:
-                manifest["verification"] = getattr(e, "report", {"error": str(e)})
+                report = getattr(e, "report", {"error": str(e)})
+                if manifest["verification"] is None:
+                    manifest["verification"] = report
+                else:  # the artifact passed, a companion did not
+                    manifest["companion_verification"] = report
+                cost()
                 failed = out.with_name(out.name + ".failed")
                 remove_path(failed)
                 os.replace(tmp, failed)
@@ -131,9 +164,10 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
         # Publish order: data file, companions, the artifact, and its manifest last. A manifest names
         # the sha256 of its artifact, and reuse checks it: a stop between the renames leaves either no
         # manifest or one whose file does not match, never a valid-looking pair of mismatched files.
+        cost()
         remove_path(manifest_path(out))
         data.publish(data.final)
-        for comp in res.companions:  # each verified by its backend
+        for comp in res.companions:  # verified above (or by the backend)
             _publish_companion(out.with_suffix(comp.suffix), Path(comp.path), {**manifest, **comp.manifest})
         publish(tmp, out)
         write_manifest(out, manifest)
@@ -177,18 +211,24 @@ def _publish_companion(final: Path, staged: Path, manifest: dict) -> None:
                            "sha256": digest, "sizes": {**manifest["sizes"], "file_bytes": size}})
 
 
-def _verify(backend: Backend, tmp: Path, manifest: dict, model, cfg: ExportConfig, res: ExportResult) -> dict:
-    from mobilellm.models.generate import EagerRunner
+def _verify(backend: Backend, path: Path, manifest: dict, ref: V.Reference, quantized, res: ExportResult,
+            scheme, trained: bool, what: str = "") -> dict:
     why = backend.runtime_missing()
     if why:
         structural = res.structural_verification or {}
         return {"numerical": f"not possible here: {why}", "structural": structural,
                 "passed": structural.get("passed", None)}
-    session = backend.open(tmp, manifest)
+    session = backend.open(path, manifest)
     session.load()
     session.init()
-    model.reset_cache()
-    return V.verify(session, EagerRunner(model), cfg.scheme, res.quantized_reference, trained=_trained(manifest))
+    try:
+        return V.verify(session, ref, scheme, quantized, trained=trained)
+    except VerificationError as e:
+        if not what:
+            raise
+        err = VerificationError(f"{what}{e}")
+        err.report = getattr(e, "report", {"error": str(e)})
+        raise err from None
 
 
 def _trained(manifest: dict) -> bool:

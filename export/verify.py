@@ -13,6 +13,8 @@ only those whose fp32 top-1 margin exceeds twice the scheme's own logit error at
 against fp32 is reported for every position either way."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from mobilellm.errors import VerificationError
@@ -39,6 +41,28 @@ def run_fixed(runner, tokens: list[int] | None, prompt: list[int]) -> tuple[np.n
     return np.concatenate(rows, 0).astype(np.float64), fed
 
 
+@dataclass(frozen=True)
+class Reference:
+    """Eager fp32's side of the check, recorded once: the prompt, the greedy tokens fed while
+    decoding, and the logits at every position. Recorded before an export, so the fp32 model
+    need not stay in memory beside the lowered program (a 1.5B model is 6 GB of fp32)."""
+
+    prompt: list[int]
+    fed: list[int]
+    logits: np.ndarray  # [PROMPT_LEN + DECODE_STEPS, V] float64
+
+
+def reference(fp32_runner) -> Reference:
+    prompt = fixed_prompt(fp32_runner.vocab_size)
+    logits, fed = run_fixed(fp32_runner, None, prompt)
+    return Reference(prompt, fed, logits)
+
+
+def replay(runner, ref: Reference) -> np.ndarray:
+    """`runner`'s logits on the reference's prompt and decode tokens (teacher forcing)."""
+    return run_fixed(runner, ref.fed, ref.prompt)[0]
+
+
 def compare(logits: np.ndarray, ref: np.ndarray) -> dict:
     if not np.all(np.isfinite(logits)):
         return {"top1": 0.0, "cosine_min": 0.0, "cosine_mean": 0.0, "max_abs_err": float("inf"),
@@ -56,18 +80,21 @@ def decided_positions(ref: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return (top2[:, 1] - top2[:, 0]) > 2 * noise
 
 
-def verify(session, fp32_runner, scheme: Scheme, quant_runner=None, trained: bool = False) -> dict:
-    """Report dict for the manifest; raises VerificationError (with the report) on a miss."""
-    prompt = fixed_prompt(fp32_runner.vocab_size)
-    ref, fed = run_fixed(fp32_runner, None, prompt)
-    got, _ = run_fixed(session, fed, prompt)
+def verify(session, fp32, scheme: Scheme, quantized=None, trained: bool = False) -> dict:
+    """Report dict for the manifest; raises VerificationError (with the report) on a miss.
+
+    `fp32`: a `Reference` or the fp32 eager runner; `quantized`: the quantized eager model's logits
+    on that reference (`replay`), or its runner, or None where the backend has no such model."""
+    recorded = fp32 if isinstance(fp32, Reference) else reference(fp32)
+    ref = recorded.logits
+    got = replay(session, recorded)
     t = scheme.vs_fp32
     report = {"prompt_tokens": PROMPT_LEN, "decode_steps": DECODE_STEPS, "scheme": scheme.name,
               "vs_fp32": compare(got, ref), "thresholds_vs_fp32": t.__dict__}
     failures = []
     noise = np.zeros(len(ref))
-    if quant_runner is not None:
-        qref, _ = run_fixed(quant_runner, fed, prompt)
+    if quantized is not None:
+        qref = quantized if isinstance(quantized, np.ndarray) else replay(quantized, recorded)
         report["vs_quantized_eager"] = compare(got, qref)
         report["quantized_eager_vs_fp32"] = compare(qref, ref)
         report["thresholds_vs_quantized_eager"] = LOWERING.__dict__

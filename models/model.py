@@ -162,6 +162,7 @@ class MobileLLM(nn.Module):
         self.register_buffer("attn_temp", temperature_table(args, self.max_seq_len) if uses_temp else None,
                              persistent=False)
         self.batch = batch
+        self.released = False
         self.block_schedule = args.schedule  # which stored block each executed step runs
         self.set_kv(kv_kind)
 
@@ -185,6 +186,8 @@ class MobileLLM(nn.Module):
         return self.model.embed_tokens.weight if self.args.share_embedding else self.lm_head.weight
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        if self.released:
+            raise RuntimeError("this model's weights were released by an export that consumed it")
         T = tokens.shape[1]
         pos = input_pos[:1] + torch.arange(T, device=tokens.device)  # [T] absolute positions
         hd = self.args.head_dim
@@ -202,6 +205,19 @@ class MobileLLM(nn.Module):
         if self.args.share_embedding and "lm_head" not in self._modules:
             return F.linear(h, self.output_weight())  # [B, T, vocab]
         return self.lm_head(h)
+
+    def release_weights(self) -> "MobileLLM":
+        """Drop every parameter and buffer's storage (an export that no longer needs the eager model, e.g.
+        after the ONNX graph holds the weights): the model can no longer run, and says so."""
+        for mod in self.modules():
+            for name, p in list(mod._parameters.items()):
+                if p is not None:
+                    mod._parameters[name] = nn.Parameter(torch.empty(0, dtype=p.dtype), requires_grad=False)
+            for name, b in list(mod._buffers.items()):
+                if b is not None:
+                    mod._buffers[name] = torch.empty(0, dtype=b.dtype)
+        self.released = True
+        return self
 
     def unshare_blocks(self) -> "MobileLLM":
         """For an export copy going to a backend that lowers in partitions (XNNPACK): one Block per executed

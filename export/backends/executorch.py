@@ -6,7 +6,6 @@ the `forward(tokens [1,T], input_pos [1])` contract of ExecuTorch's LLM runner, 
 `TextLLMRunner` (what Android's LlmModule and iOS's TextRunner wrap) generates from it."""
 from __future__ import annotations
 
-import copy
 import os
 from collections import Counter
 from pathlib import Path
@@ -52,7 +51,9 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
     from mobilellm.quant import executorch as Q
 
     args, msl = model.args, cfg.max_seq_len
-    em = copy.deepcopy(model).set_kv("custom").tie_output_module().unshare_blocks().eval().requires_grad_(False)
+    # The pipeline hands over a model of our own (a copy, or the caller's when it consumes it): quantized in place,
+    # so no fp32 copy of the blocks outlives quantization.
+    em = model.set_kv("custom").tie_output_module().unshare_blocks().eval().requires_grad_(False)
     quant: dict = {}
     with steps.step(f"quantize ({cfg.quant}{' + int8 embedding' if cfg.quantize_embedding else ''})"):
         quant = Q.quantize_eager(em, cfg.scheme, cfg.group_size, cfg.quantize_embedding)

@@ -54,7 +54,7 @@ def main(ns):
         calibration_for(cfg, model_args(ns)[0].vocab_size)
     model, weights = build_model(ns, max_seq_len=ns.max_seq_len)
     path, m = export_artifact(model, weights, backend, cfg, ns.out, name=ns.name, force=ns.force,
-                              verify=not ns.no_verify)
+                              verify=not ns.no_verify, consume=True)
     if ns.json:
         print(json.dumps(m, indent=2, default=str))
     else:
