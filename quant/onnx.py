@@ -228,6 +228,18 @@ def unsigned_weights(model: onnx.ModelProto) -> int:
     return done
 
 
+def _save_single(q: onnx.ModelProto, dst: Path) -> None:
+    """The quantized model back into `dst`, tensors inline when they fit in one protobuf (int8 does up to
+    ~1.5B parameters); the quantizer's external data file, now read into `q`, goes."""
+    from mobilellm.export.backends.onnx import save_model
+    for f in Path(dst).parent.glob(Path(dst).name + ".data"):
+        f.unlink()
+    for t in q.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            raise UserError(f"{dst}: an external tensor {t.name} was not loaded")
+    save_model(q, dst, inline=True)
+
+
 def _name_nodes(model: onnx.ModelProto) -> None:
     for i, n in enumerate(model.graph.node):  # the quantizers address nodes by name
         if not n.name:
@@ -243,20 +255,27 @@ def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) 
         raise UserError(f"the ONNX passes quantize weights to int8 per channel; {scheme.name} asks for "
                         f"{scheme.weights} {scheme.weight_granularity}")
     if not scheme.quantized:
+        if any(Path(src).parent.glob("*.data")):
+            raise UserError("an fp32 ONNX file of a model over 2 GB needs its weights in an external data file, "
+                            "which this exporter does not publish; export it quantized (w8a8, w8a8-static)")
         shutil.copyfile(src, dst)
         return {"format": "float", "activation_type": "float32", "weight_type": "float32"}
     model = onnx.load(str(src))
     _name_nodes(model)
     transposed = materialize_transposed_weights(model)
     weights, excluded = split_matmuls(model)
+    from mobilellm.export.backends.onnx import is_large, save_model
+    large = is_large(model)  # over protobuf's 2 GB: every intermediate keeps its tensors in external data
     prepared = Path(dst).with_name(Path(dst).name + ".prep.onnx")
-    onnx.save(model, str(prepared))
+    save_model(model, prepared)
+    del model
     # ORT basic optimizations + ONNX shape inference. Its symbolic shape inference is skipped: it
     # fails on the dynamo exporter's scalar-axes Unsqueeze, and the exporter already wrote the shapes.
-    quant_pre_process(str(prepared), str(prepared), skip_symbolic_shape=True)
+    quant_pre_process(str(prepared), str(prepared), skip_symbolic_shape=True, save_as_external_data=large,
+                      all_tensors_to_one_file=True, external_data_location=prepared.name + ".pp.data")
     try:
         common = dict(op_types_to_quantize=["MatMul"], nodes_to_quantize=weights, per_channel=True,
-                      reduce_range=False, weight_type=QuantType.QInt8)
+                      reduce_range=False, weight_type=QuantType.QInt8, use_external_data_format=large)
         if scheme.calibrated:
             if feeds is None:
                 raise UserError("w8a8 (static) needs calibration inputs")
@@ -268,7 +287,7 @@ def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) 
             q = onnx.load(str(dst))
             info["weight_storage"] = (f"uint8 = int8 + 128, zero point 128, in {unsigned_weights(q)} weight "
                                       "DequantizeLinears (U8U8: exact on x86 without VNNI, whose U8S8 kernel saturates)")
-            onnx.save(q, str(dst))
+            _save_single(q, dst)
         elif scheme.activations == "dynamic" and scheme.activation_granularity in ("per-tensor", "per-token"):
             quantize_dynamic(str(prepared), str(dst), extra_options={"WeightSymmetric": True}, **common)
             info = {"format": "dynamic (MatMulInteger)", "activation_type": "uint8 asymmetric, per-tensor, per call"}
@@ -279,11 +298,12 @@ def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) 
                         "activation_type": "uint8 asymmetric, per token (row min-max), per call"}
             info["weight_storage"] = (f"uint8 = int8 + 128, zero point 128, in {unsigned_weights(q)} MatMulIntegers "
                                       "(U8U8: exact on x86 without VNNI, whose U8S8 kernel saturates)")
-            onnx.save(q, str(dst))
+            _save_single(q, dst)
         else:
             raise UserError(f"no ONNX pass for {scheme.name} ({scheme.definition()})")
     finally:
-        prepared.unlink(missing_ok=True)
+        for f in Path(dst).parent.glob(prepared.name + "*"):
+            f.unlink(missing_ok=True)
     info.update(preprocess="quant_pre_process (symbolic shape inference skipped)",
                 weight_type="int8 symmetric, per output channel", quantized_matmuls=len(weights),
                 excluded_nodes=excluded, excluded_reason="MatMuls without a weight operand (attention, RoPE); "

@@ -56,6 +56,9 @@ def test_run_reports_accuracy_of_the_trained_presets(tmp_path, cli):
     ppl = {(r["model"], r["backend"], r["scheme"]): r["value"] for r in recs if r["metric"] == "perplexity"}
     assert set(ppl) == {(m, b, s) for m in ("tiny", "tiny-LS") for b, s in
                         (("eager", "fp32"), ("onnx", "fp32"), ("onnx", "w8a8"))}
+    for m in ("tiny", "tiny-LS"):  # the W8A8 bar through onnxruntime: held-out perplexity within 2% of fp32
+        assert abs(ppl[(m, "onnx", "w8a8")] / ppl[(m, "eager", "fp32")] - 1) < 0.02, (m, ppl)
+        assert abs(ppl[(m, "onnx", "fp32")] / ppl[(m, "eager", "fp32")] - 1) < 1e-3, (m, ppl)
     md = (tmp_path / "report.md").read_text()
     assert "## Accuracy on held-out text" in md and "trained presets tiny, tiny-LS" in md
     assert "accuracy not evaluated" in md  # Core ML: the reason, not a silent gap

@@ -144,12 +144,48 @@ def _export_float(model, path: Path, max_seq_len: int) -> None:
                                  dynamic_shapes=shapes, input_names=ins, output_names=outs, opset_version=OPSET,
                                  verbose=False)
     import onnx
-    proto = prog.model_proto
+    if is_large(sum(p.numel() * p.element_size() for p in model.parameters())):
+        prog.save(str(path), external_data=True)  # tensors streamed into a data file beside it
+        del prog
+        proto = onnx.load(str(path), load_external_data=False)  # the graph only; the data file stays
+    else:
+        proto = prog.model_proto
+        del prog
     for n in proto.graph.node:  # per-node exporter notes: local source paths and stack traces
         del n.metadata_props[:]
         n.doc_string = ""
-    del prog
-    onnx.save(proto, str(path))
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        onnx.save(proto, str(path))
+    else:
+        save_model(proto, path)
+
+
+# Protobuf refuses to serialize a message over 2 GB: a float graph of ~500M parameters and up is written
+# with its tensors in one external data file beside it (ONNX's own format for large models).
+EXTERNAL_OVER_BYTES = 1_800_000_000
+
+
+def is_large(proto_or_bytes) -> bool:
+    n = proto_or_bytes if isinstance(proto_or_bytes, int) else sum(
+        len(t.raw_data) for t in proto_or_bytes.graph.initializer)
+    return n > EXTERNAL_OVER_BYTES
+
+
+def save_model(proto, path: Path, inline: bool = False) -> None:
+    """onnx.save, with the tensors in `<name>.data` beside the file when the model is too big for one protobuf;
+    `inline`: one file always (what is published), or one clear error past protobuf's limit."""
+    import onnx
+    if inline:
+        try:
+            onnx.save(proto, str(path))
+        except ValueError as e:  # "Message onnx.ModelProto exceeds maximum protobuf size of 2GB"
+            raise UserError(f"the quantized ONNX model does not fit in one file ({e}); this exporter publishes "
+                            f"single-file models, up to 2 GB") from None
+    elif is_large(proto):
+        onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=Path(path).name + ".data", size_threshold=1024)
+    else:
+        onnx.save(proto, str(path))
 
 
 @contextlib.contextmanager
@@ -225,7 +261,7 @@ def _set_metadata(path: Path, model, cfg) -> dict:
     del m.opset_import[:]
     m.opset_import.extend(keep)
     onnx.helper.set_model_props(m, {META + k: str(v) for k, v in facts.items()})
-    onnx.save(m, str(path))
+    save_model(m, path, inline=True)
     dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
     io_ = {"inputs": {v.name: dims(v) for v in m.graph.input}, "outputs": {v.name: dims(v) for v in m.graph.output}}
     return {"io": io_, "opset": {o.domain or "ai.onnx": o.version for o in m.opset_import},
@@ -277,6 +313,8 @@ def _export_in(model, cfg, tmp: Path, steps, stage: Path) -> dict:
         if cfg.scheme.calibrated:
             feeds, calib = _calibration_feeds(float_path, model, cfg)
         info = quantize(float_path, final, cfg.scheme, feeds)
+    for f in stage.glob("float.onnx*"):  # the float graph (and its data file at 600M and up) is done with
+        f.unlink()
     # No quantized eager reference: the graph is quantized by onnxruntime's tools, not lowered from a
     # quantized PyTorch model (torchao's per-token W8A8 is the same scheme but another implementation,
     # a few logit LSBs apart: not a lowering gate). The scheme gate against fp32 applies.

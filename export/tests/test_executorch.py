@@ -243,14 +243,14 @@ def test_external_weights_failed_verification_leaves_no_pair(tmp_path, monkeypat
     assert "Traceback" not in bad.stderr
 
 
-def test_skipping_unused_xnnpack_passes_changes_no_byte(tmp_path, monkeypatch):
+def test_skipping_unused_xnnpack_passes_changes_no_byte(tmp_path, monkeypatch, w8a8_pair):
     """The pruned per-partition passes only rewrite ops a MobileLLM graph lacks: the same .pte bytes."""
     import torch
     from mobilellm.export import xnnpack_passes as XPP
-    pruned, m = _export(tmp_path / "pruned", "w8a8", repeat=2, emb=True)
+    pruned, m = w8a8_pair[1]  # exported with the pruning, as every export is
     assert "FuseBatchNormPass" in m["delegation"]["xnnpack_passes_skipped"]
     monkeypatch.setattr(XPP, "UNUSED", {})
-    full, m2 = _export(tmp_path / "full", "w8a8", repeat=2, emb=True)
+    full, m2 = _export(tmp_path / "full", "w8a8", repeat=2, emb=True, wide=True)
     assert m2["delegation"]["xnnpack_passes_skipped"] == [] and m2["sha256"] == m["sha256"]
     monkeypatch.undo()
     conv = torch.nn.Sequential(torch.nn.Conv1d(4, 4, 3), torch.nn.BatchNorm1d(4)).eval()

@@ -207,3 +207,20 @@ def test_static_weights_are_stored_unsigned(exported):
            and inits[n.input[0]].ndim == 2]
     assert deq and all(inits[n.input[0]].dtype == np.uint8 and np.all(inits[n.input[2]] == 128) for n in deq)
     assert "uint8 = int8 + 128" in m["quant"]["weight_storage"]
+
+
+@pytest.mark.parametrize("scheme", ["w8a8", "w8a8-static"])
+def test_a_model_over_the_protobuf_limit_goes_through_external_data(tmp_path, monkeypatch, scheme):
+    """Models over protobuf's 2 GB (the float graph of 600M and up) write every intermediate with its
+    tensors in a data file; the published int8 file holds them inline again, and verifies. The limit
+    is lowered here so a tiny model takes that path."""
+    import mobilellm.export.backends.onnx as O
+    monkeypatch.setattr(O, "EXTERNAL_OVER_BYTES", 10_000)
+    path, m = _export(tmp_path, scheme)
+    assert m["verification"]["passed"] and sorted(p.name for p in tmp_path.iterdir() if "manifest" not in p.name
+                                                and not p.name.startswith(".partial")) == [
+        path.name, path.with_suffix(".ort").name]
+    g = onnx.load(str(path), load_external_data=False).graph
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in g.initializer)
+    with pytest.raises(UserError, match="fp32 ONNX file of a model over 2 GB"):
+        _export(tmp_path / "f", "fp32")
