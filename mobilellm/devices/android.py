@@ -160,7 +160,7 @@ def collect(folder: Path) -> list[tuple[Path, dict]]:
                            f"Module.load, which takes no data file; "
                            + ("the pair is pushed for the chat screen, whose LlmModule takes it)" if ptd.is_file()
                               else "and the .ptd is not beside it)"))
-        elif not art.name.endswith(SUFFIXES) or "coreml" in str(man.get("backend")):
+        elif not art.name.endswith(SUFFIXES) or _apple_only(man.get("backend")):
             skipped.append(f"{art.name} (backend {man.get('backend')}: no Android runtime)")
         else:
             found.append((art, man))
@@ -425,3 +425,9 @@ def main(ns):
         raise UserError(f"{len(failed)} of {len(items)} artifacts failed (the others are saved in {out}):\n  "
                         + "\n  ".join(failed))
     return 0
+
+
+def _apple_only(backend) -> bool:
+    """The registry's word on a manifest's backend (Core ML ones run only on Apple devices)."""
+    from mobilellm.export.base import all_backends
+    return any(b.name == backend and b.apple_only for b in all_backends())
