@@ -98,6 +98,7 @@ class Backend:
     quantizes_embedding: bool = False  # can quantize the embedding table on its own (--quantize-embedding)
     default_for_suffix: bool = True  # opens a bare file with this suffix (no manifest)
     apple_only: bool = False  # runs and verifies only on Apple devices
+    quantized_reference: bool = True  # its export returns the quantized eager model it lowered (ONNX: no)
     rank: int = 50  # listing order (the headline backend first)
 
     @property

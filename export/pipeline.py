@@ -102,10 +102,14 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
     t0 = time.perf_counter()
     trained = _trained(manifest)
     ref = None
+    proxy = None
     if verify:  # eager fp32's logits, recorded before lowering: the fp32 weights need not outlive the export
         with steps.step("fp32 reference"):
             model.reset_cache()
             ref = V.reference(EagerRunner(model))
+        if not trained and cfg.scheme.quantized and not backend.quantized_reference:
+            with steps.step("scheme noise estimate (torchao w8a8 eager)"):
+                proxy = _noise_proxy(model, ref)
     with staging_path(out) as tmp, _staged_data(out, tmp) as data:
         res: ExportResult = backend.export(model if consume else copy.deepcopy(model), cfg, tmp, steps)
         del model  # consumed: what is left of it belongs to the backend's result
@@ -141,12 +145,13 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
         if verify:
             try:
                 with steps.step("verify"):
-                    manifest["verification"] = _verify(backend, tmp, manifest, ref, quantized, res, cfg.scheme, trained)
+                    manifest["verification"] = _verify(backend, tmp, manifest, ref, quantized, res, cfg.scheme, trained, proxy=proxy)
                 for comp in res.companions:
                     if comp.verify:
                         with steps.step(f"verify {comp.suffix}"):
                             comp.manifest["verification"] = _verify(backend, Path(comp.path), manifest, ref, quantized,
-                                                                    res, cfg.scheme, trained, f"the {comp.suffix} file: ")
+                                                                    res, cfg.scheme, trained, f"the {comp.suffix} file: ",
+                                                                    proxy=proxy)
             except VerificationError as e:
                 report = getattr(e, "report", {"error": str(e)})
                 if manifest["verification"] is None:
@@ -212,7 +217,7 @@ def _publish_companion(final: Path, staged: Path, manifest: dict) -> None:
 
 
 def _verify(backend: Backend, path: Path, manifest: dict, ref: V.Reference, quantized, res: ExportResult,
-            scheme, trained: bool, what: str = "") -> dict:
+            scheme, trained: bool, what: str = "", proxy=None) -> dict:
     why = backend.runtime_missing()
     if why:
         structural = res.structural_verification or {}
@@ -222,13 +227,27 @@ def _verify(backend: Backend, path: Path, manifest: dict, ref: V.Reference, quan
     session.load()
     session.init()
     try:
-        return V.verify(session, ref, scheme, quantized, trained=trained)
+        return V.verify(session, ref, scheme, quantized, trained=trained, noise_proxy=proxy)
     except VerificationError as e:
         if not what:
             raise
         err = VerificationError(f"{what}{e}")
         err.report = getattr(e, "report", {"error": str(e)})
         raise err from None
+
+
+def _noise_proxy(model, ref: V.Reference):
+    """Logits of torchao's per-token W8A8 on a copy of `model`: with random weights, an estimate of an int8
+    scheme's logit noise for a backend with no quantized eager model (ONNX), so that near-ties are not gated."""
+    from mobilellm.models.generate import EagerRunner
+    from mobilellm.quant import executorch as Q
+    from mobilellm.quant.schemes import get
+    q = copy.deepcopy(model).tie_output_module()
+    Q.quantize_eager(q, get("w8a8"))
+    out = V.replay(EagerRunner(q), ref)
+    del q
+    gc.collect()
+    return out
 
 
 def _trained(manifest: dict) -> bool:

@@ -113,3 +113,47 @@ def test_a_broken_artifact_fails_through_its_own_runtime(backend, brk, tmp_path)
     model.reset_cache()
     with pytest.raises(VerificationError, match="vs eager fp32"):
         V.verify(session, EagerRunner(model), cfg.scheme, trained=True)
+
+
+class _Table:
+    """A runner that returns fixed logits per position (verify's replay feeds it the reference's tokens)."""
+
+    def __init__(self, logits):
+        self.logits, self.vocab_size = logits, logits.shape[1]
+
+    def reset(self):
+        pass
+
+    def forward(self, ids, start_pos):
+        return self.logits[start_pos:start_pos + len(ids)]
+
+
+def test_random_weight_near_ties_gate_neither_top1_but_a_decided_flip_fails():
+    """Random weights at a big vocabulary (R1: 128k) leave near-tied top-2 logits that int8 noise
+    reorders: those positions count for neither top-1 gate; a flip where the margin is large does."""
+    n, v = V.PROMPT_LEN + V.DECODE_STEPS, 64
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 1, (n, v))
+    top = ref.argmax(-1)
+    second = np.argsort(ref, -1)[:, -2]
+    tie = np.arange(n) % 2 == 0  # half the positions: top-2 within 1e-4
+    ref[tie, second[tie]] = ref[tie, top[tie]] - 1e-4
+    ref[~tie, top[~tie]] += 2.0  # the other half: decided by a wide margin
+    qref = ref + rng.uniform(-0.01, 0.01, ref.shape)
+    got = qref.copy()
+    got[tie, second[tie]] = got[tie, top[tie]] + 1e-3  # the near-ties flip, within the noise
+    recorded = V.Reference(list(range(V.PROMPT_LEN)), list(range(V.DECODE_STEPS)), ref)
+    r = V.verify(_Table(got), recorded, S.get("w8a8"), qref, trained=False)
+    assert r["passed"] and r["lowering_top1_gate"]["positions"] == (~tie).sum()
+    with pytest.raises(VerificationError, match="vs its quantized eager model"):
+        V.verify(_Table(got), recorded, S.get("w8a8"), qref, trained=True)  # trained: every position counts
+    broken = got.copy()
+    j = np.flatnonzero(~tie)[:4]
+    broken[j, second[j]] = broken[j, top[j]] + 0.5  # decided positions flipped
+    with pytest.raises(VerificationError, match="top-1"):
+        V.verify(_Table(broken), recorded, S.get("w8a8"), qref, trained=False)
+    # no quantized eager model (ONNX): a noise proxy decides the positions, the flips within it pass
+    r = V.verify(_Table(got), recorded, S.get("w8a8"), None, trained=False, noise_proxy=qref)
+    assert r["passed"] and r["fp32_top1_gate"]["positions"] == (~tie).sum()
+    with pytest.raises(VerificationError, match="vs eager fp32"):
+        V.verify(_Table(got), recorded, S.get("w8a8"), None, trained=False)  # no estimate: zero noise
