@@ -12,8 +12,9 @@ def add_arguments(p):
     from mobilellm.quant.schemes import help_text
     add_model_arguments(p)
     g = p.add_argument_group("export")
-    g.add_argument("--backend", default="executorch",
-                   help=f"one of: {', '.join(backend_names())} (absent: {', '.join(UNAVAILABLE)})")
+    g.add_argument("--backend", default=None,
+                   help=f"one of: {', '.join(backend_names())} (absent: {', '.join(UNAVAILABLE)}); default: the "
+                        "registry's first (lowest rank) backend that runs on this OS: executorch")
     g.add_argument("--quant", default=None, help="quantization scheme (default: the backend's own); " + help_text())
     g.add_argument("--max-seq-len", type=int, default=None,
                    help="KV-cache length baked into the artifact (default 512, or the model's context if smaller)")
@@ -34,9 +35,9 @@ def add_arguments(p):
 
 
 def main(ns):
-    from mobilellm.export.base import ExportConfig, get_backend
+    from mobilellm.export.base import ExportConfig, default_backends, get_backend
     from mobilellm.export.pipeline import export_artifact
-    backend = get_backend(ns.backend)
+    backend = get_backend(ns.backend or default_backends()[0])
     ns.quant = backend.check_scheme(ns.quant or backend.default_scheme)
     from mobilellm.commands.common import resolve_trained
     from mobilellm.models.tokenizer import tokenizer_file
