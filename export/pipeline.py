@@ -112,7 +112,6 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
                 proxy = _noise_proxy(model, ref)
     with staging_path(out) as tmp, _staged_data(out, tmp) as data:
         res: ExportResult = backend.export(model if consume else copy.deepcopy(model), cfg, tmp, steps)
-        del model  # consumed: what is left of it belongs to the backend's result
         quantized = None
         if verify and res.quantized_reference is not None:
             with steps.step("quantized eager reference"):

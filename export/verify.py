@@ -99,7 +99,7 @@ def verify(session, fp32, scheme: Scheme, quantized=None, trained: bool = False,
     if quantized is not None:
         qref = quantized if isinstance(quantized, np.ndarray) else replay(quantized, recorded)
         noise = np.abs(qref - ref).max(-1)
-    elif noise_proxy is not None and scheme.quantized:
+    elif noise_proxy is not None:
         noise = np.abs(noise_proxy - ref).max(-1)
         report["noise_estimate"] = "torchao w8a8 eager (this backend has no quantized eager model of its scheme)"
     # Random weights leave near-ties: a top-1 counts only where the fp32 margin exceeds twice the

@@ -228,15 +228,19 @@ def unsigned_weights(model: onnx.ModelProto) -> int:
     return done
 
 
+def _store_unsigned(q: onnx.ModelProto, dst: Path, what: str) -> str:
+    """`unsigned_weights` on the quantized model, written back to `dst`; the manifest's description."""
+    n = unsigned_weights(q)
+    _save_single(q, dst)
+    return f"uint8 = int8 + 128, zero point 128, in {n} {what} (U8U8: exact on x86 without VNNI, whose U8S8 kernel saturates)"
+
+
 def _save_single(q: onnx.ModelProto, dst: Path) -> None:
     """The quantized model back into `dst`, tensors inline when they fit in one protobuf (int8 does up to
     ~1.5B parameters); the quantizer's external data file, now read into `q`, goes."""
     from mobilellm.export.backends.onnx import save_model
     for f in Path(dst).parent.glob(Path(dst).name + ".data"):
         f.unlink()
-    for t in q.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            raise UserError(f"{dst}: an external tensor {t.name} was not loaded")
     save_model(q, dst, inline=True)
 
 
@@ -284,10 +288,7 @@ def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) 
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                                            "OpTypesToExcludeOutputQuantization": ["MatMul"]}, **common)
             info = {"format": "QDQ static", "activation_type": "uint8 asymmetric, per-tensor, calibrated (MinMax)"}
-            q = onnx.load(str(dst))
-            info["weight_storage"] = (f"uint8 = int8 + 128, zero point 128, in {unsigned_weights(q)} weight "
-                                      "DequantizeLinears (U8U8: exact on x86 without VNNI, whose U8S8 kernel saturates)")
-            _save_single(q, dst)
+            info["weight_storage"] = _store_unsigned(onnx.load(str(dst)), dst, "weight DequantizeLinears")
         elif scheme.activations == "dynamic" and scheme.activation_granularity in ("per-tensor", "per-token"):
             quantize_dynamic(str(prepared), str(dst), extra_options={"WeightSymmetric": True}, **common)
             info = {"format": "dynamic (MatMulInteger)", "activation_type": "uint8 asymmetric, per-tensor, per call"}
@@ -296,9 +297,7 @@ def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) 
                 n = per_token_activations(q)
                 info = {"format": "dynamic per-token (MatMulInteger, zero-point correction)", "per_token_quantizers": n,
                         "activation_type": "uint8 asymmetric, per token (row min-max), per call"}
-            info["weight_storage"] = (f"uint8 = int8 + 128, zero point 128, in {unsigned_weights(q)} MatMulIntegers "
-                                      "(U8U8: exact on x86 without VNNI, whose U8S8 kernel saturates)")
-            _save_single(q, dst)
+            info["weight_storage"] = _store_unsigned(q, dst, "MatMulIntegers")
         else:
             raise UserError(f"no ONNX pass for {scheme.name} ({scheme.definition()})")
     finally:

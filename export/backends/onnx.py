@@ -154,10 +154,7 @@ def _export_float(model, path: Path, max_seq_len: int) -> None:
     for n in proto.graph.node:  # per-node exporter notes: local source paths and stack traces
         del n.metadata_props[:]
         n.doc_string = ""
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
-        onnx.save(proto, str(path))
-    else:
-        save_model(proto, path)
+    onnx.save(proto, str(path))  # under the limit, or the graph alone with its tensors already in the data file
 
 
 # Protobuf refuses to serialize a message over 2 GB: a float graph of ~500M parameters and up is written
