@@ -33,13 +33,14 @@ def left_out_note(backends) -> str | None:
 
 
 VARIANTS = ("base", "shared", "deep")  # N layers, LS 2xN shared, 2N layers unshared
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
 class RunConfig:
     models: tuple[str, ...] = ("125M",)
     backends: tuple[str, ...] = field(default_factory=default_backends)
-    quant: str = "w8a8"
+    quant: tuple[str, ...] = ("w8a8",)  # the grid: every model x backend x variant x scheme
     max_seq_len: int = 512
     out: Path = Path("runs/default")
     seed: int = 0
@@ -50,9 +51,21 @@ class RunConfig:
     accuracy: tuple[str, ...] = ("tiny", "tiny-LS")
     accuracy_schemes: tuple[str, ...] = ("w8a8",)  # `quant` maps to each backend's own W8A8
     external_weights: bool = False  # executorch: weights in a .ptd beside the .pte (shared matrix stored once)
+    executor: str = "local"  # local: a process pool here; ray: one Ray task per export / accuracy job
+    ray_address: str | None = None  # None: start or join a local Ray instance
+    bench_on: str = "local"  # where timing runs: here (local) or on any Ray node (ray)
 
     def __post_init__(self):
         from mobilellm.export import verify as V
+        if isinstance(self.quant, str):
+            object.__setattr__(self, "quant", (self.quant,))
+        if not self.quant:
+            raise UserError("--quant needs at least one scheme")
+        for name, value in (("--executor", self.executor), ("--bench-on", self.bench_on)):
+            if value not in EXECUTORS:
+                raise UserError(f"unknown {name} {value!r}; valid: {', '.join(EXECUTORS)}")
+        if self.ray_address and self.executor != "ray" and self.bench_on != "ray":
+            raise UserError("--ray-address needs --executor ray (or --bench-on ray)")
         if self.workers < 1:
             raise UserError(f"--workers must be >= 1, got {self.workers}")
         if self.max_seq_len < V.PROMPT_LEN + V.DECODE_STEPS:
@@ -95,13 +108,16 @@ def plan(cfg: RunConfig) -> list[Job]:
     for base in bases:
         for b in cfg.backends:
             backend = get_backend(b)
-            scheme, why = backend.resolve_scheme(cfg.quant)
-            for kind in cfg.variants:
-                a = variant_args(base, kind)
-                job = Job(kind, b, scheme or cfg.quant, a, requested=cfg.quant, scheme_note=why if scheme else "")
-                if scheme is None:
-                    job.status, job.note = "skipped", why
-                jobs.append(job)
+            for requested in cfg.quant:
+                scheme, why = backend.resolve_scheme(requested)
+                for kind in cfg.variants:
+                    a = variant_args(base, kind)
+                    job = Job(kind, b, scheme or requested, a, requested=requested, scheme_note=why if scheme else "")
+                    if scheme is None:
+                        job.status, job.note = "skipped", why
+                    elif any(j.backend == b and j.scheme == scheme and j.args == a for j in jobs):
+                        continue  # two requested schemes this backend runs as one: built once
+                    jobs.append(job)
     return jobs
 
 
@@ -165,6 +181,28 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     except UserError as e:
         job.status, job.note = "refused", str(e)
     return job
+
+
+def job_memory_bytes(job: Job) -> int:
+    """Peak RSS one export process reaches, from its backend's fit to the size table (README)."""
+    from mobilellm.export.base import get_backend
+    fixed_mib, per_param = get_backend(job.backend).export_memory
+    return int(fixed_mib * 2**20 + per_param * job.args.param_count())
+
+
+def too_big(job: Job, available: int, where: str) -> bool:
+    """Refuse (in the report, not by failing the run) an export that cannot fit `where`."""
+    need = job_memory_bytes(job)
+    if need <= available:
+        return False
+    job.status, job.note = "refused", (f"needs ~{need / 2**30:.1f} GiB to export ({job.backend}'s size-table fit), "
+                                       f"{where} has {available / 2**30:.1f} GiB")
+    return True
+
+
+def physical_memory() -> int:
+    import os
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def export_threads(cfg: RunConfig) -> int:
@@ -238,7 +276,9 @@ def export_all(jobs: list[Job], cfg: RunConfig, art_dir: Path, workers: int) -> 
     import multiprocessing as mp
     import os
     from tqdm import tqdm
-    todo = sorted((j for j in jobs if j.status == "pending"), key=lambda j: -j.args.param_count() * j.args.repeat)
+    mem = physical_memory()
+    todo = sorted((j for j in jobs if j.status == "pending" and not too_big(j, mem, "this machine")),
+                  key=lambda j: -j.args.param_count() * j.args.repeat)
     bar = tqdm(total=len(todo), desc="export + verify", unit="artifact", file=sys.stderr)
     # one process per export: its memory is returned when it ends, and its manifest's peak RSS is its own
     pool = cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=mp.get_context("spawn"),
@@ -274,28 +314,51 @@ def run(cfg: RunConfig, bench_cfg, log=print) -> Path:
 
 
 def _run_locked(cfg: RunConfig, bench_cfg, log, out: Path) -> Path:
-    from tqdm import tqdm
-
-    from mobilellm.benchmarks import schema
-    from mobilellm.benchmarks.bench import bench
-    from mobilellm.benchmarks.report import build_report
     from mobilellm.io import sweep_stale_partials
     art_dir = out / "artifacts"
     art_dir.mkdir(parents=True, exist_ok=True)
     sweep_stale_partials(art_dir)
-    from mobilellm.benchmarks.accuracy_run import eval_all, plan_accuracy
+    from mobilellm.benchmarks.accuracy_run import plan_accuracy
     jobs = plan(cfg)
     acc_jobs, acc_missing = plan_accuracy(cfg)
     weights = f"checkpoint {cfg.checkpoint}" if cfg.checkpoint else f"seeded random weights (seed {cfg.seed})"
     log(f"mobilellm run: latency of {', '.join(cfg.models) if not cfg.checkpoint else cfg.checkpoint} with {weights}; "
-        f"{len(jobs)} artifacts ({len(cfg.variants)} variants x {len(cfg.backends)} backends, {cfg.quant}) into {out}")
+        f"{len(jobs)} artifacts ({len(cfg.variants)} variants x {len(cfg.backends)} backends x "
+        f"{', '.join(cfg.quant)}) into {out}" + (f", exports on Ray" if cfg.executor == "ray" else ""))
     left_out = left_out_note(cfg.backends)
     if left_out:
         log(f"mobilellm run: {left_out}")
     if cfg.accuracy:
         log(f"mobilellm run: accuracy of the trained presets {', '.join(cfg.accuracy)} on their held-out text; "
             f"{len(acc_jobs)} artifacts")
-    export_all(jobs + acc_jobs, cfg, art_dir, cfg.workers)
+    on_ray = cfg.executor == "ray" or cfg.bench_on == "ray"
+    if on_ray:
+        from mobilellm.benchmarks import ray_exec
+        ray_exec.connect(cfg.ray_address)
+    try:
+        return _export_bench_report(cfg, bench_cfg, log, out, art_dir, jobs, acc_jobs, acc_missing, weights, left_out)
+    finally:
+        sweep_stale_partials(art_dir)  # a worker killed mid-export (and retried) left its staging behind
+        if on_ray:
+            ray_exec.shutdown()
+
+
+def _export_bench_report(cfg, bench_cfg, log, out, art_dir, jobs, acc_jobs, acc_missing, weights, left_out):
+    from tqdm import tqdm
+
+    from mobilellm.benchmarks import schema
+    from mobilellm.benchmarks.accuracy_run import eval_all
+    from mobilellm.benchmarks.bench import bench
+    from mobilellm.benchmarks.report import build_report
+    if cfg.executor == "ray":
+        from mobilellm.benchmarks import ray_exec
+        ray_exec.export_all(jobs + acc_jobs, cfg, art_dir)
+        eval_all = ray_exec.eval_all  # noqa: F811  accuracy is not timing: any node scores it
+    else:
+        export_all(jobs + acc_jobs, cfg, art_dir, cfg.workers)
+    if cfg.bench_on == "ray":
+        from mobilellm.benchmarks import ray_exec
+        bench = ray_exec.bench  # noqa: F811  the records name the host each artifact was timed on
     ok = [j for j in jobs if j.path is not None and j.status in ("exported", "reused")]
     records, missing = [], []
     results = out / "results.json"
@@ -314,7 +377,7 @@ def _run_locked(cfg: RunConfig, bench_cfg, log, out: Path) -> Path:
     notes = [f"latency: {weights}" + (" — latency does not depend on weight values" if not cfg.checkpoint else ""),
              "accuracy: " + (f"trained presets {', '.join(cfg.accuracy)} (models/trained/, real weights) on held-out "
                              "text they never trained on" if cfg.accuracy else "not run (--accuracy none)"),
-             f"scheme requested: {cfg.quant}; max sequence length {cfg.max_seq_len}",
+             f"scheme requested: {', '.join(cfg.quant)}; max sequence length {cfg.max_seq_len}",
              *scheme_notes(jobs + acc_jobs),
              *filter(None, [left_out]),
              f"bench: warm-up {bench_cfg.warmup}, {bench_cfg.iters} iterations x {bench_cfg.cold_runs} cold processes, "

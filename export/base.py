@@ -100,6 +100,9 @@ class Backend:
     apple_only: bool = False  # runs and verifies only on Apple devices
     quantized_reference: bool = True  # its export returns the quantized eager model it lowered (ONNX: no)
     rank: int = 50  # listing order (the headline backend first)
+    # Peak RSS of one export, (fixed MiB, bytes per stored parameter), fitted to the README's size table;
+    # `run --executor ray` declares it per task. Not measured for a backend that keeps the default.
+    export_memory: tuple[float, float] = (1500.0, 20.0)
 
     @property
     def runs_here(self) -> bool:

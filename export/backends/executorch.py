@@ -206,4 +206,5 @@ register(Backend(
     name="executorch", suffix=".pte", schemes=SCHEMES,
     summary="ExecuTorch .pte, XNNPACK delegate (Android/iOS CPU), llama custom SDPA + KV-cache ops",
     export=export_model, open=ExecuTorchSession, external_weights=True, quantizes_embedding=True, rank=0,
+    export_memory=(1500.0, 5.0),  # W8A8: R1-140M 2,006 MiB, 350M 2,417, R1-950M 5,560
 ))

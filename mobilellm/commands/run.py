@@ -12,8 +12,8 @@ def add_arguments(p):
     p.add_argument("--backends", default=None,
                    help=f"comma-separated subset of {', '.join(backend_names())}, or 'all' (default: all but the "
                         "Apple-only ones off macOS)")
-    p.add_argument("--quant", default="w8a8", help="quantization scheme for every backend (default w8a8, the paper's); "
-                   "a backend without it runs its declared closest, named in the report")
+    p.add_argument("--quant", default="w8a8", help="comma-separated quantization schemes, each for every backend (default "
+                   "w8a8, the paper's); a backend without one runs its declared closest, named in the report")
     p.add_argument("--variants", default="base,shared,deep", help="comma-separated subset of base,shared,deep")
     p.add_argument("--max-seq-len", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
@@ -34,6 +34,13 @@ def add_arguments(p):
     p.add_argument("--external-weights", action="store_true",
                    help="executorch artifacts keep their weights in a .ptd beside the .pte (see `export --help`)")
     p.add_argument("--workers", type=int, default=2, help="exports run in parallel (lowering is single-threaded)")
+    p.add_argument("--executor", default="local",
+                   help="local: a process pool on this machine (default); ray: one Ray task per export and accuracy job "
+                        "(pip install 'mobilellm[ray]')")
+    p.add_argument("--ray-address", default=None,
+                   help="HOST:PORT of a Ray cluster (or 'auto'); default: start or join a local Ray instance")
+    p.add_argument("--bench-on", default="local",
+                   help="where timing runs: local (here, default) or ray (whichever node is free; records name the host)")
 
 
 def _names(s: str) -> tuple[str, ...]:
@@ -81,8 +88,12 @@ def main(ns):
     if bad:
         raise UserError(f"--accuracy: {bad} are not trained presets; valid: {', '.join(TRAINED)}, or none")
     from mobilellm.quant import schemes
-    quant = schemes.canonical(ns.quant)
-    acc_names = _names(ns.accuracy_schemes) if ns.accuracy_schemes else (quant,)
+    bad = [s for s in _names(ns.quant) if schemes.ALIASES.get(s, s) not in schemes.SCHEMES]
+    if bad or not _names(ns.quant):
+        raise UserError(f"--quant: {f'unknown scheme(s) {bad}' if bad else 'no scheme given'}; valid: "
+                        f"{', '.join(schemes.names())}")
+    quant = tuple(dict.fromkeys(schemes.canonical(s) for s in _names(ns.quant)))
+    acc_names = _names(ns.accuracy_schemes) if ns.accuracy_schemes else quant
     bad = [s for s in acc_names if schemes.ALIASES.get(s, s) not in schemes.SCHEMES]
     if bad:
         raise UserError(f"--accuracy-schemes: unknown scheme(s) {bad}; valid: {', '.join(schemes.names())}")
@@ -90,6 +101,7 @@ def main(ns):
     cfg = RunConfig(models=models, backends=backends, quant=quant, max_seq_len=ns.max_seq_len, out=ns.out,
                     seed=ns.seed, checkpoint=ns.checkpoint, variants=variants,
                     workers=ns.workers, accuracy=accuracy, accuracy_schemes=acc_schemes,
-                    external_weights=ns.external_weights)
+                    external_weights=ns.external_weights, executor=ns.executor, ray_address=ns.ray_address,
+                    bench_on=ns.bench_on)
     run(cfg, bench_cfg)
     return 0

@@ -4,20 +4,20 @@ import pytest
 from models.tests.test_config import TABLE  # noqa: F401  (same numbers as the shared table)
 
 
-def test_info_reproduces_every_count(cli):
+def test_info_reproduces_every_count(cli_here):
     for name, count in TABLE.items():
-        out = cli("info", name).stdout
+        out = cli_here("info", name).stdout
         assert f"parameters       {count:,}" in out, out
-    assert "60 executed" in cli("info", "LS-125M").stdout
+    assert "60 executed" in cli_here("info", "LS-125M").stdout
 
 
-def test_help_on_every_subcommand(cli):
+def test_help_on_every_subcommand(cli_here):
     from mobilellm.cli import COMMANDS
-    top = cli("--help").stdout
+    top = cli_here("--help").stdout
     listed = " ".join(top.split())  # argparse wraps long help lines
     for name, help_ in COMMANDS.items():
         assert f"{name} {help_}" in listed, f"subcommand {name} missing from --help"
-        assert help_ in " ".join(cli(name, "--help").stdout.split())
+        assert help_ in " ".join(cli_here(name, "--help").stdout.split())
 
 
 def test_generate_on_generated_checkpoint(cli, tiny_ckpt):
@@ -36,7 +36,7 @@ def test_generate_on_generated_checkpoint(cli, tiny_ckpt):
     (["generate", "--model", "tiny-random"], "no tokenizer"),
     (["generate", "--checkpoint", "/nonexistent"], "is not a directory"),
 ])
-def test_bad_input_one_clear_error(cli, argv, msg):
-    p = cli(*argv, check_rc=2)
+def test_bad_input_one_clear_error(cli_here, argv, msg):
+    p = cli_here(*argv, check_rc=2)
     assert msg in p.stderr, p.stderr
     assert "Traceback" not in p.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, call_cli, run_cli
 from mobilellm.errors import UserError
 
 FAST_EXPORT = ("export", "--model", "tiny-random", "--backend", "onnx", "--quant", "fp32", "--max-seq-len", "64")
@@ -65,8 +65,8 @@ def test_catalogue_of_bad_inputs_each_gets_one_line(tmp_path):
         (("run", "--workers", "0", "--out", tmp_path / "run"), "--workers must be >= 1"),
         (("info", "7B"), "unknown model '7B'; valid: "),
     ]
-    for args, want in cases:
-        line = _one_clear_line(run_cli(*args, check_rc=None))
+    for args, want in cases:  # in this process (the exit path through a real process: the tests below)
+        line = _one_clear_line(call_cli(*args, check_rc=None))
         assert want in line, (args, line)
 
 

@@ -64,8 +64,8 @@ def test_trained_checkpoint_loads_and_generates(tmp_path, cli):
     (["--sources", "web"], "unknown text source(s) ['web']; valid: stdlib, topics"),
     (["--model", "tiny-random", "--seq-len", "4096"], "exceeds the tiny-random context of 256"),
 ])
-def test_bad_training_input(tmp_path, cli, flags, msg):
-    p = cli("train", "--out", tmp_path / "x", *flags, check_rc=2)
+def test_bad_training_input(tmp_path, cli_here, flags, msg):
+    p = cli_here("train", "--out", tmp_path / "x", *flags, check_rc=2)
     assert msg in p.stderr and "Traceback" not in p.stderr
 
 
