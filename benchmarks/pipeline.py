@@ -274,7 +274,6 @@ def export_all(jobs: list[Job], cfg: RunConfig, art_dir: Path, workers: int) -> 
     """Lowering is single-threaded Python: on N cores, N exports at once (longest first)."""
     import concurrent.futures as cf
     import multiprocessing as mp
-    import os
     from tqdm import tqdm
     mem = physical_memory()
     todo = sorted((j for j in jobs if j.status == "pending" and not too_big(j, mem, "this machine")),
@@ -324,7 +323,7 @@ def _run_locked(cfg: RunConfig, bench_cfg, log, out: Path) -> Path:
     weights = f"checkpoint {cfg.checkpoint}" if cfg.checkpoint else f"seeded random weights (seed {cfg.seed})"
     log(f"mobilellm run: latency of {', '.join(cfg.models) if not cfg.checkpoint else cfg.checkpoint} with {weights}; "
         f"{len(jobs)} artifacts ({len(cfg.variants)} variants x {len(cfg.backends)} backends x "
-        f"{', '.join(cfg.quant)}) into {out}" + (f", exports on Ray" if cfg.executor == "ray" else ""))
+        f"{', '.join(cfg.quant)}) into {out}" + (", exports on Ray" if cfg.executor == "ray" else ""))
     left_out = left_out_note(cfg.backends)
     if left_out:
         log(f"mobilellm run: {left_out}")
@@ -346,19 +345,17 @@ def _run_locked(cfg: RunConfig, bench_cfg, log, out: Path) -> Path:
 def _export_bench_report(cfg, bench_cfg, log, out, art_dir, jobs, acc_jobs, acc_missing, weights, left_out):
     from tqdm import tqdm
 
-    from mobilellm.benchmarks import schema
-    from mobilellm.benchmarks.accuracy_run import eval_all
-    from mobilellm.benchmarks.bench import bench
+    from mobilellm.benchmarks import accuracy_run, schema
+    from mobilellm.benchmarks import bench as local_bench
     from mobilellm.benchmarks.report import build_report
-    if cfg.executor == "ray":
+    if cfg.executor == "ray" or cfg.bench_on == "ray":
         from mobilellm.benchmarks import ray_exec
+    if cfg.executor == "ray":
         ray_exec.export_all(jobs + acc_jobs, cfg, art_dir)
-        eval_all = ray_exec.eval_all  # noqa: F811  accuracy is not timing: any node scores it
     else:
         export_all(jobs + acc_jobs, cfg, art_dir, cfg.workers)
-    if cfg.bench_on == "ray":
-        from mobilellm.benchmarks import ray_exec
-        bench = ray_exec.bench  # noqa: F811  the records name the host each artifact was timed on
+    eval_all = ray_exec.eval_all if cfg.executor == "ray" else accuracy_run.eval_all  # accuracy is not timing
+    bench = ray_exec.bench if cfg.bench_on == "ray" else local_bench.bench  # records name the host either way
     ok = [j for j in jobs if j.path is not None and j.status in ("exported", "reused")]
     records, missing = [], []
     results = out / "results.json"

@@ -126,9 +126,9 @@ def _accuracy_task(job, threads):
     return eval_all([job], threads)
 
 
-def _bench_task(path, bench_cfg):
+def _bench_task(paths, bench_cfg):
     from mobilellm.benchmarks.bench import bench
-    return bench([path], bench_cfg)
+    return bench(paths, bench_cfg)
 
 
 def export_all(jobs: list, cfg, art_dir: Path) -> None:
@@ -178,12 +178,12 @@ def eval_all(jobs: list, threads: int) -> tuple[list[dict], list[dict]]:
     return records, missing
 
 
-def bench(path: Path, bench_cfg):
-    """One artifact timed on whichever Ray node has `threads` CPUs free; its records name that host."""
+def bench(paths: list[Path], bench_cfg):
+    """Artifacts timed on whichever Ray node has `threads` CPUs free; their records name that host."""
     ray = _ray()
     remote = ray.remote(max_calls=1)(_bench_task)
     return ray.get(remote.options(num_cpus=bench_cfg.threads, runtime_env=_task_env(bench_cfg.threads))
-                   .remote(path, bench_cfg))
+                   .remote(paths, bench_cfg))
 
 
 def shutdown() -> None:

@@ -113,10 +113,12 @@ def test_a_ray_sweep_survives_a_killed_worker_and_matches_the_local_executor(clu
     cli(*SWEEP, "--models", "tiny-random", "--variants", "base,shared", "--out", out)
     jobs = _jobs(out)
     assert jobs["tiny-random"]["status"] == "reused" and jobs["LS-tiny-random"]["status"] == "exported", jobs
-    # ... and back: Ray reuses both
+    # ... and back: Ray reuses both (and times them on a Ray node: --bench-on ray)
     cli(*SWEEP, "--models", "tiny-random", "--variants", "base,shared", "--executor", "ray", "--ray-address",
-        cluster, "--out", out)
+        cluster, "--bench-on", "ray", "--out", out)
     assert {j["status"] for j in _jobs(out).values()} == {"reused"}
+    recs = json.loads((out / "results.json").read_text())["records"]
+    assert {r["model"] for r in recs if r["metric"] == "decode_ms"} == {"tiny-random", "LS-tiny-random"}
 
 
 def test_an_output_directory_the_workers_cannot_see_is_named(tmp_path):
