@@ -47,6 +47,17 @@ def _names(s: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in s.split(",") if x.strip())
 
 
+def _schemes(flag: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Canonical scheme names, in order and once each; unknown or none: one line with the valid ones."""
+    from mobilellm.errors import UserError
+    from mobilellm.quant import schemes
+    bad = [s for s in names if schemes.ALIASES.get(s, s) not in schemes.SCHEMES]
+    if bad or not names:
+        raise UserError(f"{flag}: {f'unknown scheme(s) {bad}' if bad else 'no scheme given'}; valid: "
+                        f"{', '.join(schemes.names())}")
+    return tuple(dict.fromkeys(schemes.canonical(s) for s in names))
+
+
 def main(ns):
     from mobilellm.benchmarks.bench import BenchConfig
     from mobilellm.benchmarks.pipeline import RunConfig, run
@@ -87,17 +98,8 @@ def main(ns):
     bad = [a for a in accuracy if a not in TRAINED]
     if bad:
         raise UserError(f"--accuracy: {bad} are not trained presets; valid: {', '.join(TRAINED)}, or none")
-    from mobilellm.quant import schemes
-    bad = [s for s in _names(ns.quant) if schemes.ALIASES.get(s, s) not in schemes.SCHEMES]
-    if bad or not _names(ns.quant):
-        raise UserError(f"--quant: {f'unknown scheme(s) {bad}' if bad else 'no scheme given'}; valid: "
-                        f"{', '.join(schemes.names())}")
-    quant = tuple(dict.fromkeys(schemes.canonical(s) for s in _names(ns.quant)))
-    acc_names = _names(ns.accuracy_schemes) if ns.accuracy_schemes else quant
-    bad = [s for s in acc_names if schemes.ALIASES.get(s, s) not in schemes.SCHEMES]
-    if bad:
-        raise UserError(f"--accuracy-schemes: unknown scheme(s) {bad}; valid: {', '.join(schemes.names())}")
-    acc_schemes = tuple(schemes.canonical(s) for s in acc_names)
+    quant = _schemes("--quant", _names(ns.quant))
+    acc_schemes = _schemes("--accuracy-schemes", _names(ns.accuracy_schemes)) if ns.accuracy_schemes else quant
     cfg = RunConfig(models=models, backends=backends, quant=quant, max_seq_len=ns.max_seq_len, out=ns.out,
                     seed=ns.seed, checkpoint=ns.checkpoint, variants=variants,
                     workers=ns.workers, accuracy=accuracy, accuracy_schemes=acc_schemes,
