@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import errno
-import gc
 import os
 import time
 from pathlib import Path
@@ -17,8 +16,9 @@ from mobilellm.errors import UserError, VerificationError
 from mobilellm.export.base import Backend, ExportConfig, ExportResult, all_backends
 from mobilellm.export import verify as V
 from mobilellm.io import artifact_lock, publish, remove_path, sha256, size_bytes, staging_path
+from mobilellm.memory import return_memory
 from mobilellm.manifest import code_hash, manifest_path, model_section, settings_hash, tool_versions, write_manifest
-from mobilellm.progress import Steps
+from mobilellm.progress import Steps, peak_rss_mb
 
 
 def artifact_name(model, backend: Backend, cfg: ExportConfig) -> str:
@@ -117,7 +117,7 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
             with steps.step("quantized eager reference"):
                 quantized = V.replay(res.quantized_reference, ref)
         res.quantized_reference = None  # the quantized eager model goes before the artifact is loaded
-        gc.collect()
+        return_memory()
         if res.data_file:  # weights beside the program (same stem), published with it
             manifest["data_file"] = data.final.name
         manifest["quant"].update(res.quant)
@@ -141,6 +141,7 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
             manifest["export_seconds"] = round(time.perf_counter() - t0, 1)
             manifest["export_step_seconds"] = {k: round(v, 1) for k, v in steps.times.items()}
             manifest["export_peak_rss_mb"] = peak_rss_mb()
+            manifest["export_step_peak_rss_mb"] = dict(steps.peak_rss_mb)  # ru_maxrss as each step ended
         if verify:
             try:
                 with steps.step("verify"):
@@ -176,14 +177,6 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
         publish(tmp, out)
         write_manifest(out, manifest)
     return out, manifest
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (the export's, in a one-export process)."""
-    import resource
-    import sys
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kb / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 
 
 class _staged_data:
@@ -241,11 +234,13 @@ def _noise_proxy(model, ref: V.Reference):
     from mobilellm.models.generate import EagerRunner
     from mobilellm.quant import executorch as Q
     from mobilellm.quant.schemes import get
-    q = copy.deepcopy(model).tie_output_module()
+    # a structural copy sharing the fp32 parameters: torchao swaps each weight for a new quantized one in the
+    # copy, so the copy holds int8 weights only (no second fp32 model at 1.5B: 6 GB)
+    q = copy.deepcopy(model, memo={id(p): p for p in model.parameters()}).tie_output_module()
     Q.quantize_eager(q, get("w8a8"))
     out = V.replay(EagerRunner(q), ref)
     del q
-    gc.collect()
+    return_memory()
     return out
 
 

@@ -27,7 +27,6 @@ every CPU, and the ARM64 kernels take either sign at the same speed.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -36,6 +35,7 @@ import onnx
 from onnx import numpy_helper
 
 from mobilellm.errors import UserError
+
 
 def _reader(feeds: Iterable[dict]):
     from onnxruntime.quantization import CalibrationDataReader
@@ -59,11 +59,12 @@ def _consumers(graph) -> dict[str, list]:
     return out
 
 
-def materialize_transposed_weights(model: onnx.ModelProto) -> list[str]:
+def materialize_transposed_weights(model: onnx.ModelProto, base_dir: Path | None = None) -> list[str]:
     """Replace `Transpose(initializer)` feeding MatMuls with one transposed initializer per source.
 
     The exporter writes the tied output projection as MatMul(h, Transpose(embed_tokens)), which a
-    quantizer skips (its B is not a constant). One copy per *source* keeps a shared weight single."""
+    quantizer skips (its B is not a constant). One copy per *source* keeps a shared weight single.
+    `base_dir`: where a graph loaded without its external data finds it (only the sources are read)."""
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     consumers = _consumers(g)
@@ -79,7 +80,8 @@ def materialize_transposed_weights(model: onnx.ModelProto) -> list[str]:
             continue
         if src not in made:
             made[src] = f"{src}_t"
-            g.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[src]).T.copy(), made[src]))
+            w = numpy_helper.to_array(inits[src], base_dir=str(base_dir or ""))
+            g.initializer.append(numpy_helper.from_array(w.T.copy(), made[src]))
         for c in consumers[n.output[0]]:
             c.input[1] = made[src]
         drop.append(n)
@@ -120,7 +122,7 @@ def per_token_activations(model: onnx.ModelProto) -> int:
     const("pt_255", 255.0)
     const("pt_eps", 1e-12)
     g.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), "pt_axis"))
-    new_nodes, done = [], 0
+    new_nodes, done, reshaped = [], 0, set()
     for node in list(g.node):
         if node.op_type != "DynamicQuantizeLinear":
             new_nodes.append(node)
@@ -152,6 +154,7 @@ def per_token_activations(model: onnx.ModelProto) -> int:
             mul = next(m for m in consumers[cast.output[0]] if m.op_type == "Mul")
             scales = next(i for i in mul.input if i != cast.output[0])  # Mul(xs, Ws)
             ws = next(i for i in next(m for m in consumers[xs] if m.output[0] == scales).input if i != xs)
+            reshaped |= {xs, xz, scales}
             colsum = f"{mm.name}_colsum_ws"
             g.initializer.append(numpy_helper.from_array(
                 (w.astype(np.float32).sum(0) * numpy_helper.to_array(inits[ws]).astype(np.float32)).astype(np.float32),
@@ -168,6 +171,9 @@ def per_token_activations(model: onnx.ModelProto) -> int:
         ordered += post.pop(node.name, [])
     del g.node[:]
     g.node.extend(ordered)
+    stale = [v for v in g.value_info if v.name in reshaped]  # the quantizer's scalar shapes, now one per token
+    for v in stale:
+        g.value_info.remove(v)
     used = {i for node in g.node for i in node.input}
     unused = [t for t in g.initializer if t.name not in used]  # the weight zero points no GEMM reads now
     for t in unused:
@@ -250,33 +256,116 @@ def _name_nodes(model: onnx.ModelProto) -> None:
             n.name = f"{n.op_type}_{i}"
 
 
+# Float weight bytes one onnxruntime quantize_dynamic call may hold. It keeps three copies of the model it
+# quantizes at once (the loaded model, a deep copy saved for shape inference, and that copy reloaded), so a
+# 1.5B model (6 GB of fp32) in one call would peak near 19 GB; in calls of this many float weight bytes, ~1.5 GB.
+PASS_WEIGHT_BYTES = 1 << 29
+
+
+def _passes(model: onnx.ModelProto, weights: list[str], budget: int) -> list[list[str]]:
+    """The weight MatMuls in groups of at most `budget` float bytes, in graph order. MatMuls that share an
+    activation (q/k/v, gate/up) or a weight (a block run twice) stay in one group: onnxruntime gives each
+    activation one DynamicQuantizeLinear and each weight one quantized initializer per call."""
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    parent = {w: w for w in weights}
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+    by_operand: dict[str, str] = {}
+    for w in weights:
+        for operand in nodes[w].input[:2]:
+            if operand in by_operand:
+                parent[find(w)] = find(by_operand[operand])
+            by_operand.setdefault(operand, w)
+    groups: dict[str, list[str]] = {}
+    for w in weights:
+        groups.setdefault(find(w), []).append(w)
+    out, size = [[]], 0
+    for g in groups.values():  # dict order: first appearance in the graph
+        b = sum(4 * int(np.prod(inits[i].dims)) for i in {nodes[n].input[1] for n in g})
+        if out[-1] and size + b > budget:
+            out.append([])
+            size = 0
+        out[-1] += g
+        size += b
+    return out
+
+
+def _dynamic_in_passes(prepared: Path, weights: list[str], common: dict) -> tuple[Path, int]:
+    """onnxruntime's quantize_dynamic over the weight MatMuls, one group (`_passes`) per call; returns the
+    quantized model (beside `prepared`, its tensors in the calls' data files) and the number of calls.
+
+    Each call sees the float weights of its own group as initializers and every other weight as a graph
+    input: later groups' float weights (a MatMul whose B is not a constant is left alone: MatMulConstBOnly)
+    and earlier calls' int8 ones, so neither is loaded. The three copies a call holds are of one group."""
+    from onnx import helper
+    from onnxruntime.quantization import quantize_dynamic
+    m = onnx.load(str(prepared), load_external_data=False)
+    groups = _passes(m, weights, PASS_WEIGHT_BYTES)
+    nodes = {n.name: n for n in m.graph.node}
+    float_weights = {nodes[n].input[1] for g in groups for n in g}
+    held = {i.name: i for i in m.graph.initializer if i.name in float_weights}  # external refs, not bytes
+    as_input = lambda t: helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))  # noqa: E731
+    for name in held:  # every weight starts as an input
+        m.graph.initializer.remove(held[name])
+        m.graph.input.append(as_input(held[name]))
+    out = prepared
+    for k, group in enumerate(groups):
+        mine = {nodes[n].input[1] for n in group}
+        for i in [i for i in m.graph.input if i.name in mine]:
+            m.graph.input.remove(i)
+            m.graph.initializer.append(held.pop(i.name))
+        before = {i.name for i in m.graph.initializer}
+        step_in = prepared.with_name(f"{prepared.name}.pass{k}.onnx")  # beside the data files it reads
+        onnx.save(m, str(step_in))
+        out = prepared.with_name(f"{prepared.name}.pass{k}.out.onnx")
+        quantize_dynamic(str(step_in), str(out), extra_options={"WeightSymmetric": True},
+                         **{**common, "nodes_to_quantize": group, "use_external_data_format": True})
+        m = onnx.load(str(out), load_external_data=False)
+        for t in [t for t in m.graph.initializer if t.name not in before and t.data_location == onnx.TensorProto.EXTERNAL]:
+            m.graph.initializer.remove(t)  # this call's int8 weights: inputs for the next calls
+            m.graph.input.append(as_input(t))
+            held[t.name] = t
+    for i in [i for i in m.graph.input if i.name in held]:  # all back as initializers, bytes where they lie
+        m.graph.input.remove(i)
+        m.graph.initializer.append(held.pop(i.name))
+    final = prepared.with_name(f"{prepared.name}.quantized.onnx")
+    onnx.save(m, str(final))
+    return final, len(groups)
+
+
 def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) -> dict:
     """Write the `scheme` (a quant.schemes.Scheme) version of float model `src` to `dst`; returns the
     manifest's quant facts."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
     if scheme.quantized and (scheme.weights, scheme.weight_granularity) != ("int8", "per-channel"):
         raise UserError(f"the ONNX passes quantize weights to int8 per channel; {scheme.name} asks for "
                         f"{scheme.weights} {scheme.weight_granularity}")
+    src, dst = Path(src), Path(dst)
+    data = src.with_name(src.name + ".data")  # the exporter's float tensors (export/backends/onnx.py)
+    from mobilellm.export.backends.onnx import is_large, save_model
+    large = is_large(data.stat().st_size if data.exists() else 0)  # over protobuf's 2 GB: intermediates keep theirs
     if not scheme.quantized:
-        if any(Path(src).parent.glob("*.data")):
+        if large:
             raise UserError("an fp32 ONNX file of a model over 2 GB needs its weights in an external data file, "
                             "which this exporter does not publish; export it quantized (w8a8, w8a8-static)")
-        shutil.copyfile(src, dst)
+        save_model(onnx.load(str(src)), dst, inline=True)
         return {"format": "float", "activation_type": "float32", "weight_type": "float32"}
-    model = onnx.load(str(src))
+    # The graph only: the float tensors stay in the data file, which onnxruntime's quantizer reads once. Its
+    # pre-processing (quant_pre_process: ORT basic optimizations and shape inference) is not run: it held
+    # three float copies at once (2.4 GB at 125M, the export's peak) for two constant-folded mask nodes
+    # that the session's own optimizer folds at load; the exporter already wrote the shapes.
+    model = onnx.load(str(src), load_external_data=False)
     _name_nodes(model)
-    transposed = materialize_transposed_weights(model)
+    transposed = materialize_transposed_weights(model, base_dir=src.parent)
     weights, excluded = split_matmuls(model)
-    from mobilellm.export.backends.onnx import is_large, save_model
-    large = is_large(model)  # over protobuf's 2 GB: every intermediate keeps its tensors in external data
-    prepared = Path(dst).with_name(Path(dst).name + ".prep.onnx")
-    save_model(model, prepared)
+    prepared = src.with_name(dst.name + ".prep.onnx")  # beside the float graph: it reads the same data file
+    onnx.save(model, str(prepared))  # new tensors (a transposed table) inline, the rest still in float.onnx.data
     del model
-    # ORT basic optimizations + ONNX shape inference. Its symbolic shape inference is skipped: it
-    # fails on the dynamo exporter's scalar-axes Unsqueeze, and the exporter already wrote the shapes.
-    quant_pre_process(str(prepared), str(prepared), skip_symbolic_shape=True, save_as_external_data=large,
-                      all_tensors_to_one_file=True, external_data_location=prepared.name + ".pp.data")
     try:
         common = dict(op_types_to_quantize=["MatMul"], nodes_to_quantize=weights, per_channel=True,
                       reduce_range=False, weight_type=QuantType.QInt8, use_external_data_format=large)
@@ -290,20 +379,21 @@ def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) 
             info = {"format": "QDQ static", "activation_type": "uint8 asymmetric, per-tensor, calibrated (MinMax)"}
             info["weight_storage"] = _store_unsigned(onnx.load(str(dst)), dst, "weight DequantizeLinears")
         elif scheme.activations == "dynamic" and scheme.activation_granularity in ("per-tensor", "per-token"):
-            quantize_dynamic(str(prepared), str(dst), extra_options={"WeightSymmetric": True}, **common)
-            info = {"format": "dynamic (MatMulInteger)", "activation_type": "uint8 asymmetric, per-tensor, per call"}
-            q = onnx.load(str(dst))
+            quantized, passes = _dynamic_in_passes(prepared, weights, common)
+            info = {"format": "dynamic (MatMulInteger)", "activation_type": "uint8 asymmetric, per-tensor, per call",
+                    "quantizer_passes": passes}
+            q = onnx.load(str(quantized))
             if scheme.activation_granularity == "per-token":
                 n = per_token_activations(q)
-                info = {"format": "dynamic per-token (MatMulInteger, zero-point correction)", "per_token_quantizers": n,
-                        "activation_type": "uint8 asymmetric, per token (row min-max), per call"}
+                info.update({"format": "dynamic per-token (MatMulInteger, zero-point correction)", "per_token_quantizers": n,
+                             "activation_type": "uint8 asymmetric, per token (row min-max), per call"})
             info["weight_storage"] = _store_unsigned(q, dst, "MatMulIntegers")
         else:
             raise UserError(f"no ONNX pass for {scheme.name} ({scheme.definition()})")
     finally:
-        for f in Path(dst).parent.glob(prepared.name + "*"):
+        for f in prepared.parent.glob(prepared.name + "*"):
             f.unlink(missing_ok=True)
-    info.update(preprocess="quant_pre_process (symbolic shape inference skipped)",
+    info.update(preprocess="none (quant_pre_process skipped: onnxruntime folds the same nodes at session load)",
                 weight_type="int8 symmetric, per output channel", quantized_matmuls=len(weights),
                 excluded_nodes=excluded, excluded_reason="MatMuls without a weight operand (attention, RoPE); "
                 "Gather/GatherND tables, the causal mask and norms stay float", materialized_transposes=transposed)

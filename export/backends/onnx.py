@@ -27,6 +27,7 @@ from torch import nn
 
 from mobilellm.errors import UserError
 from mobilellm.export.base import Backend, Companion, ExportResult, Session, register
+from mobilellm.memory import return_memory
 from mobilellm.models.generate import check_tokens
 from mobilellm.models.kv import _causal_mask
 from mobilellm.models.model import RMSNorm
@@ -144,17 +145,15 @@ def _export_float(model, path: Path, max_seq_len: int) -> None:
                                  dynamic_shapes=shapes, input_names=ins, output_names=outs, opset_version=OPSET,
                                  verbose=False)
     import onnx
-    if is_large(sum(p.numel() * p.element_size() for p in model.parameters())):
-        prog.save(str(path), external_data=True)  # tensors streamed into a data file beside it
-        del prog
-        proto = onnx.load(str(path), load_external_data=False)  # the graph only; the data file stays
-    else:
-        proto = prog.model_proto
-        del prog
+    prog.save(str(path), external_data=True)  # tensors streamed into `<name>.data` beside it: no proto copy of them
+    for v in prog.model.graph.initializers.values():  # the IR's references to the model's parameters: the
+        v.const_value = None                         # exporter keeps its graph alive after `del prog`
+    del prog
+    proto = onnx.load(str(path), load_external_data=False)  # the graph only; the data file stays
     for n in proto.graph.node:  # per-node exporter notes: local source paths and stack traces
         del n.metadata_props[:]
         n.doc_string = ""
-    onnx.save(proto, str(path))  # under the limit, or the graph alone with its tensors already in the data file
+    onnx.save(proto, str(path))  # the graph alone, its tensors in the data file
 
 
 # Protobuf refuses to serialize a message over 2 GB: a float graph of ~500M parameters and up is written
@@ -304,19 +303,23 @@ def _export_in(model, cfg, tmp: Path, steps, stage: Path) -> dict:
     with steps.step(f"torch.onnx export (dynamo, opset {OPSET})"):
         _export_float(model, float_path, cfg.max_seq_len)
     model.release_weights()  # ours (see the pipeline); from here on the graph is the model
+    return_memory()
     calib = None
     with steps.step(f"quantize {cfg.quant}"):
         feeds = None
         if cfg.scheme.calibrated:
             feeds, calib = _calibration_feeds(float_path, model, cfg)
-        info = quantize(float_path, final, cfg.scheme, feeds)
-    for f in stage.glob("float.onnx*"):  # the float graph (and its data file at 600M and up) is done with
+        with _quiet():  # onnxruntime's quantizer logs a pre-processing hint (skipped on purpose: quant/onnx.py)
+            info = quantize(float_path, final, cfg.scheme, feeds)
+    for f in stage.glob("float.onnx*"):  # the float graph and its data file are done with
         f.unlink()
     # No quantized eager reference: the graph is quantized by onnxruntime's tools, not lowered from a
     # quantized PyTorch model (torchao's per-token W8A8 is the same scheme but another implementation,
     # a few logit LSBs apart: not a lowering gate). The scheme gate against fp32 applies.
     quant_ref = None
+    return_memory()
     facts = _set_metadata(final, model, cfg)
+    return_memory()
     with steps.step("ORT format (.ort)"):
         ort_path = _write_ort(final)
     os.replace(final, tmp)
