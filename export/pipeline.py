@@ -113,9 +113,13 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
     with staging_path(out) as tmp, _staged_data(out, tmp) as data:
         res: ExportResult = backend.export(model if consume else copy.deepcopy(model), cfg, tmp, steps)
         quantized = None
+        perturbed = None
         if verify and res.quantized_reference is not None:
             with steps.step("quantized eager reference"):
                 quantized = V.replay(res.quantized_reference, ref)
+            if not trained and cfg.scheme.quantized and hasattr(res.quantized_reference, "model"):
+                with steps.step("its rounding sensitivity"):
+                    perturbed = V.replay_perturbed(res.quantized_reference, ref)
         res.quantized_reference = None  # the quantized eager model goes before the artifact is loaded
         return_memory()
         if res.data_file:  # weights beside the program (same stem), published with it
@@ -145,13 +149,14 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
         if verify:
             try:
                 with steps.step("verify"):
-                    manifest["verification"] = _verify(backend, tmp, manifest, ref, quantized, res, cfg.scheme, trained, proxy=proxy)
+                    manifest["verification"] = _verify(backend, tmp, manifest, ref, quantized, res, cfg.scheme, trained,
+                                                       proxy=proxy, perturbed=perturbed)
                 for comp in res.companions:
                     if comp.verify:
                         with steps.step(f"verify {comp.suffix}"):
                             comp.manifest["verification"] = _verify(backend, Path(comp.path), manifest, ref, quantized,
                                                                     res, cfg.scheme, trained, f"the {comp.suffix} file: ",
-                                                                    proxy=proxy)
+                                                                    proxy=proxy, perturbed=perturbed)
             except VerificationError as e:
                 report = getattr(e, "report", {"error": str(e)})
                 if manifest["verification"] is None:
@@ -209,7 +214,7 @@ def _publish_companion(final: Path, staged: Path, manifest: dict) -> None:
 
 
 def _verify(backend: Backend, path: Path, manifest: dict, ref: V.Reference, quantized, res: ExportResult,
-            scheme, trained: bool, what: str = "", proxy=None) -> dict:
+            scheme, trained: bool, what: str = "", proxy=None, perturbed=None) -> dict:
     why = backend.runtime_missing()
     if why:
         structural = res.structural_verification or {}
@@ -219,7 +224,7 @@ def _verify(backend: Backend, path: Path, manifest: dict, ref: V.Reference, quan
     session.load()
     session.init()
     try:
-        return V.verify(session, ref, scheme, quantized, trained=trained, noise_proxy=proxy)
+        return V.verify(session, ref, scheme, quantized, trained=trained, noise_proxy=proxy, perturbed=perturbed)
     except VerificationError as e:
         if not what:
             raise

@@ -63,6 +63,25 @@ def replay(runner, ref: Reference) -> np.ndarray:
     return run_fixed(runner, ref.fed, ref.prompt)[0]
 
 
+PERTURBATION = 1e-6  # relative, at the input of the first block: a few float32 ulps
+
+
+def replay_perturbed(runner, ref: Reference, eps: float = PERTURBATION, seed: int = 0) -> np.ndarray:
+    """`replay` with the embedding output scaled by (1 + eps * N(0, 1)): the quantized eager model's own
+    sensitivity to rounding. With random weights, per-token int8 activations flip a rounding step on some
+    elements for any ulp-level change upstream, and deep stacks amplify the flips (measured: 1.5B W8A8
+    eager moves by 1 - cosine = 0.0024 for eps = 1e-6; 125M by 0.0007, with 1e-5 the same: saturated).
+    A faithful lowering computes the same arithmetic in another order, so it differs from eager by as much."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    hook = runner.model.model.embed_tokens.register_forward_hook(
+        lambda mod, inp, out: out * (1 + eps * torch.randn(out.shape, generator=g, dtype=out.dtype)))
+    try:
+        return replay(runner, ref)
+    finally:
+        hook.remove()
+
+
 def compare(logits: np.ndarray, ref: np.ndarray) -> dict:
     if not np.all(np.isfinite(logits)):
         return {"top1": 0.0, "cosine_min": 0.0, "cosine_mean": 0.0, "max_abs_err": float("inf"),
@@ -80,13 +99,18 @@ def decided_positions(ref: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return (top2[:, 1] - top2[:, 0]) > 2 * noise
 
 
-def verify(session, fp32, scheme: Scheme, quantized=None, trained: bool = False, noise_proxy=None) -> dict:
+def verify(session, fp32, scheme: Scheme, quantized=None, trained: bool = False, noise_proxy=None,
+           perturbed=None) -> dict:
     """Report dict for the manifest; raises VerificationError (with the report) on a miss.
 
     `fp32`: a `Reference` or the fp32 eager runner; `quantized`: the quantized eager model's logits
     on that reference (`replay`), or its runner, or None where the backend has no such model.
     `noise_proxy`: where there is none, logits of another implementation of an int8 scheme on the
-    same reference, used only to estimate the scheme's logit noise (which positions are decided)."""
+    same reference, used only to estimate the scheme's logit noise (which positions are decided).
+    `perturbed`: the quantized eager model's logits under `replay_perturbed` (random weights only). Then
+    the lowering's cosine bound is the fixed one or, where the eager model itself moves further under an
+    ulp-level perturbation, twice that movement (two draws of the same rounding noise): an artifact may
+    differ from its eager model by what rounding alone does, and no more."""
     recorded = fp32 if isinstance(fp32, Reference) else reference(fp32)
     ref = recorded.logits
     got = replay(session, recorded)
@@ -108,12 +132,21 @@ def verify(session, fp32, scheme: Scheme, quantized=None, trained: bool = False,
     if qref is not None:
         report["vs_quantized_eager"] = compare(got, qref)
         report["quantized_eager_vs_fp32"] = compare(qref, ref)
-        report["thresholds_vs_quantized_eager"] = LOWERING.__dict__
+        bound = LOWERING
+        if perturbed is not None:
+            sens = compare(perturbed, qref)
+            rounding_bound = 1 - 2 * (1 - sens["cosine_min"])
+            report["rounding_sensitivity"] = {
+                "perturbation": f"embedding output x (1 + {PERTURBATION:g} N(0,1)), quantized eager vs itself",
+                "vs_quantized_eager": sens, "cosine_bound": rounding_bound}
+            if rounding_bound < LOWERING.min_cosine:
+                bound = Thresholds(min_top1=LOWERING.min_top1, min_cosine=rounding_bound)
+        report["thresholds_vs_quantized_eager"] = bound.__dict__
         lowering = dict(report["vs_quantized_eager"])
         if not trained:
             lowering["top1"] = float(np.mean(got[decided].argmax(-1) == qref[decided].argmax(-1))) if decided.any() else 1.0
             report["lowering_top1_gate"] = {"positions": int(decided.sum()), "of": int(len(ref)), "top1": lowering["top1"]}
-        failures += _misses(lowering, LOWERING, "vs its quantized eager model")
+        failures += _misses(lowering, bound, "vs its quantized eager model")
     report["fp32_top1_gate"] = {"weights": "trained" if trained else "random", "positions": int(decided.sum()),
                                 "of": int(len(ref))}
     if report["vs_fp32"].get("nonfinite"):

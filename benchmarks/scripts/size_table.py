@@ -40,6 +40,8 @@ def main(argv=None) -> int:
             p = _cli("export", "--model", model, "--backend", backend, "--quant", scheme, "--max-seq-len",
                      a.max_seq_len, "--out", out, "--force", "--json")
             row = {"model": model, "backend": backend, "scheme": scheme, "params": args.param_count()}
+            body = args.param_count() - args.vocab_size * args.dim * (1 if args.share_embedding else 2) - args.dim
+            executed = args.param_count() + body * (args.repeat - 1)  # a shared block's weights count per run
             if p.returncode != 0:
                 row["error"] = (p.stderr.strip().splitlines() or ["?"])[-1][:200]
                 rows.append(row)
@@ -49,9 +51,12 @@ def main(argv=None) -> int:
             art = out / m["artifact"]
             row.update(export_s=m["export_seconds"], peak_rss_mb=m["export_peak_rss_mb"],
                        peak_bytes_per_param=round(m["export_peak_rss_mb"] * 2**20 / args.param_count(), 2),
+                       peak_bytes_per_executed_param=round(m["export_peak_rss_mb"] * 2**20 / executed, 2),
                        size_mb=round(m["sizes"]["file_bytes"] / 1e6, 1),
                        bytes_per_param=round(m["sizes"]["file_bytes"] / args.param_count(), 3),
-                       verified=(m.get("verification") or {}).get("passed"))
+                       verified=(m.get("verification") or {}).get("passed"),
+                       peak_step=next((k for k, v in (m.get("export_step_peak_rss_mb") or {}).items()
+                                       if v >= m["export_peak_rss_mb"]), None))
             if not a.no_bench:
                 b = _cli("bench", art, "--cold-runs", "1", "--iters", "20", "--warmup", "3", "--out", out / "bench.json")
                 if b.returncode == 0:
@@ -60,7 +65,8 @@ def main(argv=None) -> int:
                                              and r["statistic"] == "median"), None)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    cols = ["model", "backend", "scheme", "export_s", "peak_rss_mb", "peak_bytes_per_param", "size_mb",
+    cols = ["model", "backend", "scheme", "export_s", "peak_rss_mb", "peak_bytes_per_param",
+            "peak_bytes_per_executed_param", "peak_step", "size_mb",
             "bytes_per_param", "decode_ms", "verified", "error"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
