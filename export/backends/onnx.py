@@ -405,7 +405,7 @@ def _runtime_missing():
 
 register(Backend(
     name="onnx", suffix=".onnx", schemes=SCHEMES, closest=CLOSEST, default_scheme="w8a8-static", rank=10,
-    quantized_reference=False, export_memory=(800.0, 30.0),  # W8A8: 125M 3,211 MiB, R1-140M 4,625
+    quantized_reference=False, export_memory=(800.0, 8.0),  # W8A8 peak: 350M 3,334 MiB, 1.5B 12,014 (fit: 761 + 7.8 B/p)
     summary="torch.onnx (dynamo) graph with the KV cache as inputs/outputs, onnxruntime CPU; .ort beside it "
             "for onnxruntime-mobile",
     export=_export, open=_open, runtime_missing=_runtime_missing,
