@@ -117,7 +117,7 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
         if verify and res.quantized_reference is not None:
             with steps.step("quantized eager reference"):
                 quantized = V.replay(res.quantized_reference, ref)
-            if not trained and cfg.scheme.quantized and hasattr(res.quantized_reference, "model"):
+            if not trained and cfg.scheme.quantized:
                 with steps.step("its rounding sensitivity"):
                     perturbed = V.replay_perturbed(res.quantized_reference, ref)
         res.quantized_reference = None  # the quantized eager model goes before the artifact is loaded
