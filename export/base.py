@@ -103,6 +103,9 @@ class Backend:
     # Peak RSS of one export, (fixed MiB, bytes per stored parameter), fitted to the README's size table;
     # `run --executor ray` declares it per task. Not measured for a backend that keeps the default.
     export_memory: tuple[float, float] = (1500.0, 20.0)
+    # After the artifact is published (before its manifest): write what lives beside it and points at it
+    # (ONNX: the onnxruntime-genai directory). (artifact, model args, ExportConfig) -> manifest facts.
+    after_publish: Callable | None = None
 
     @property
     def runs_here(self) -> bool:

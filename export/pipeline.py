@@ -180,6 +180,8 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
         for comp in res.companions:  # verified above (or by the backend)
             _publish_companion(out.with_suffix(comp.suffix), Path(comp.path), {**manifest, **comp.manifest})
         publish(tmp, out)
+        if backend.after_publish is not None:
+            manifest.update(backend.after_publish(out, model.args, cfg) or {})
         write_manifest(out, manifest)
     return out, manifest
 

@@ -2,9 +2,12 @@
 
 ONNX has no mutable state, so the KV cache crosses the graph boundary (the "io" contract of
 models/kv.py, with attention written for onnxruntime in `_GroupedIOKV`): inputs
-`tokens` [1, T], `input_pos` [1] and `past_key_values.N.{key,value}` [1, Hkv, P, D], outputs `logits`
-[1, T, V] and `present.N.{key,value}` [1, Hkv, P+T, D], one pair per *executed* block (the
-onnxruntime-genai / optimum names). T and P are dynamic: one graph serves prefill and decode.
+`input_ids` [1, T], `position_ids` [1, T] (the positions of the T tokens; the graph reads the first) and
+`past_key_values.N.{key,value}` [1, Hkv, P, D], outputs `logits` [1, T, V] and `present.N.{key,value}`
+[1, Hkv, P+T, D], one pair per *executed* block: the onnxruntime-genai / optimum names, so
+onnxruntime-genai's generator runs the graph as it is (`genai_config.json`, export/genai.py).
+T and P are dynamic: one graph serves prefill and decode. Files written before 2026-12-02 name the
+first two inputs `tokens` and `input_pos` [1]; `OnnxSession` runs both.
 The `.ort` beside the `.onnx` is what onnxruntime-mobile loads on Android and iOS."""
 from __future__ import annotations
 
@@ -46,12 +49,13 @@ SCHEMES = {
 }
 CLOSEST: dict = {}  # the paper's w8a8 is implemented (per-token rewrite of quantize_dynamic)
 CALIB_PREFILL, CALIB_DECODE, CALIB_WINDOWS = 32, 24, 2  # per calibration window: prefill, then decode steps
+LEGACY_INPUTS = ["tokens", "input_pos"]  # the first two inputs of files written before 2026-12-02
 META = "mobilellm."  # metadata_props prefix: the file describes itself (no manifest needed to run it)
 
 
 def io_names(n_executed: int) -> tuple[list[str], list[str]]:
     kv = [(i, w) for i in range(n_executed) for w in ("key", "value")]
-    return (["tokens", "input_pos"] + [f"past_key_values.{i}.{w}" for i, w in kv],
+    return (["input_ids", "position_ids"] + [f"past_key_values.{i}.{w}" for i, w in kv],
             ["logits"] + [f"present.{i}.{w}" for i, w in kv])
 
 
@@ -106,7 +110,7 @@ class _GroupedIOKV(nn.Module):
 
 
 class _IOGraph(nn.Module):
-    """forward(tokens, input_pos, past) -> (logits, presents): the model with its cache as tensors."""
+    """forward(input_ids, position_ids, past) -> (logits, presents): the model with its cache as tensors."""
 
     def __init__(self, model):
         super().__init__()
@@ -124,10 +128,10 @@ class _IOGraph(nn.Module):
                     setattr(parent, name, _RMSNormOp(child))
         self.eval()
 
-    def forward(self, tokens, input_pos, past):
+    def forward(self, input_ids, position_ids, past):
         for kv, (k, v) in zip(self.m.kv, past):
             kv.past = (k, v)
-        logits = self.m(tokens, input_pos)
+        logits = self.m(input_ids, position_ids[0, :1])  # consecutive positions: the first one says them all
         return logits, [kv.present for kv in self.m.kv]
 
 
@@ -138,10 +142,10 @@ def _export_float(model, path: Path, max_seq_len: int) -> None:
     past = [tuple(torch.zeros(1, a.n_kv_heads, P, a.head_dim) for _ in range(2)) for _ in range(a.n_executed)]
     seq = torch.export.Dim("sequence_length", min=1, max=max_seq_len)
     pst = torch.export.Dim("past_sequence_length", min=0, max=max_seq_len - 1)
-    shapes = {"tokens": {1: seq}, "input_pos": None, "past": [({2: pst}, {2: pst})] * a.n_executed}
+    shapes = {"input_ids": {1: seq}, "position_ids": {1: seq}, "past": [({2: pst}, {2: pst})] * a.n_executed}
     ins, outs = io_names(a.n_executed)
     with _quiet():
-        prog = torch.onnx.export(g, (torch.zeros(1, T, dtype=torch.long), torch.tensor([P]), past), dynamo=True,
+        prog = torch.onnx.export(g, (torch.zeros(1, T, dtype=torch.long), torch.arange(P, P + T)[None], past), dynamo=True,
                                  dynamic_shapes=shapes, input_names=ins, output_names=outs, opset_version=OPSET,
                                  verbose=False)
     import onnx
@@ -230,7 +234,8 @@ def _calibration_feeds(float_path: Path, model, cfg) -> tuple[list[dict], str]:
         past = [np.zeros((1, a.n_kv_heads, 0, a.head_dim), np.float32)] * (2 * a.n_executed)
         pos = 0
         for chunk in [ids[:CALIB_PREFILL]] + [[t] for t in ids[CALIB_PREFILL:]]:
-            feed = dict(zip(ins, [np.array([chunk], np.int64), np.array([pos], np.int64), *past]))
+            feed = dict(zip(ins, [np.array([chunk], np.int64), np.arange(pos, pos + len(chunk), dtype=np.int64)[None],
+                                  *past]))
             feeds.append(feed)
             past = sess.run(outs, feed)[1:]
             pos += len(chunk)
@@ -360,9 +365,10 @@ class OnnxSession(Session):
                             f"re-export it with `mobilellm export --backend onnx`") from None
         meta = self._sess.get_modelmeta().custom_metadata_map
         names = [i.name for i in self._sess.get_inputs()]
-        if META + "max_seq_len" not in meta or names[:2] != ["tokens", "input_pos"]:
-            raise UserError(f"{self.path} is an ONNX model but not a mobilellm export (expected inputs tokens, "
-                            f"input_pos, past_key_values.N.key/value and {META}* metadata; found {names[:4]})")
+        if META + "max_seq_len" not in meta or names[:2] not in (["input_ids", "position_ids"], LEGACY_INPUTS):
+            raise UserError(f"{self.path} is an ONNX model but not a mobilellm export (expected inputs input_ids, "
+                            f"position_ids, past_key_values.N.key/value and {META}* metadata; found {names[:4]})")
+        self._legacy = names[:2] == LEGACY_INPUTS
         self.max_seq_len, self.vocab_size = int(meta[META + "max_seq_len"]), int(meta[META + "vocab_size"])
         self._in, self._out = names, [o.name for o in self._sess.get_outputs()]
         self._empty = [np.zeros([0 if isinstance(d, str) or d is None else d for d in i.shape], np.float32)
@@ -383,9 +389,10 @@ class OnnxSession(Session):
         if start_pos < self._len:  # rewind: keep the first start_pos positions
             self._past = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(p.numpy()[:, :, :start_pos]))
                           for p in self._past]
-        feed = {"tokens": ort.OrtValue.ortvalue_from_numpy(np.array([list(ids)], np.int64)),
-                "input_pos": ort.OrtValue.ortvalue_from_numpy(np.array([start_pos], np.int64)),
-                **dict(zip(self._in[2:], self._past))}
+        pos = (np.array([start_pos], np.int64) if self._legacy
+               else np.arange(start_pos, start_pos + len(ids), dtype=np.int64)[None])
+        feed = {self._in[0]: ort.OrtValue.ortvalue_from_numpy(np.array([list(ids)], np.int64)),
+                self._in[1]: ort.OrtValue.ortvalue_from_numpy(pos), **dict(zip(self._in[2:], self._past))}
         out = self._sess.run_with_ort_values(self._out, feed)
         self._past, self._len = list(out[1:]), start_pos + len(ids)
         return out[0].numpy()[0].astype(np.float32, copy=False)
@@ -403,10 +410,17 @@ def _runtime_missing():
     return None
 
 
+def _genai_dir(out: Path, args, cfg) -> dict:
+    from mobilellm.export import genai
+    d = genai.write(out, args, cfg.max_seq_len, cfg.tokenizer, threads=cfg.threads)
+    return {"genai_dir": {"path": d.name, "config": "genai_config.json", "loader": "onnxruntime_genai.Model(dir)",
+                          "files": sorted(f.name for f in d.iterdir())}}
+
+
 register(Backend(
     name="onnx", suffix=".onnx", schemes=SCHEMES, closest=CLOSEST, default_scheme="w8a8-static", rank=10,
     quantized_reference=False, export_memory=(800.0, 8.0),  # W8A8 peak: 350M 3,334 MiB, 1.5B 12,014 (fit: 761 + 7.8 B/p)
     summary="torch.onnx (dynamo) graph with the KV cache as inputs/outputs, onnxruntime CPU; .ort beside it "
             "for onnxruntime-mobile",
-    export=_export, open=_open, runtime_missing=_runtime_missing,
+    export=_export, open=_open, runtime_missing=_runtime_missing, after_publish=_genai_dir,
 ))

@@ -62,7 +62,7 @@ def test_cache_names_one_pair_per_executed_block(exported, shared):
         ins, outs = io_names(executed)
         g = onnx.load(str(path), load_external_data=False).graph
         assert [i.name for i in g.input] == ins and [o.name for o in g.output] == outs
-        assert list(m["io"]["inputs"]) == ins and m["io"]["inputs"]["tokens"][1] == "sequence_length"
+        assert list(m["io"]["inputs"]) == ins and m["io"]["inputs"]["input_ids"][1] == "sequence_length"
         assert ins[-1] == f"past_key_values.{executed - 1}.value" and outs[1] == "present.0.key"
     assert shared[1]["model"]["executed_blocks"] == 2 * exported["fp32"][1]["model"]["executed_blocks"]
 
@@ -219,7 +219,7 @@ def test_a_model_over_the_protobuf_limit_goes_through_external_data(tmp_path, mo
     path, m = _export(tmp_path, scheme)
     assert m["verification"]["passed"] and sorted(p.name for p in tmp_path.iterdir() if "manifest" not in p.name
                                                 and not p.name.startswith(".partial")) == [
-        path.name, path.with_suffix(".ort").name]
+        path.with_suffix(".genai").name, path.name, path.with_suffix(".ort").name]
     g = onnx.load(str(path), load_external_data=False).graph
     assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in g.initializer)
     with pytest.raises(UserError, match="fp32 ONNX file of a model over 2 GB"):
@@ -243,3 +243,46 @@ def test_quantizing_in_passes_gives_the_same_model(exported, tmp_path, monkeypat
     ids = list(range(5, 21))
     np.testing.assert_array_equal(_session(path).forward(ids, 0), _session(one_path).forward(ids, 0))
     assert [p.name for p in tmp_path.rglob("*") if ".prep" in p.name or ".pass" in p.name] == []  # no intermediates
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-LS"])
+def test_the_genai_directory_generates_what_eager_pytorch_does(tmp_path, preset):
+    """`<name>.genai/` beside the artifact: onnxruntime-genai loads it unchanged (one cache pair per
+    executed block) and its greedy tokens equal eager PyTorch's and the plain session's on a trained model."""
+    import json as _json
+
+    import onnxruntime_genai as og
+    from mobilellm.models.checkpoint import load_model
+    from mobilellm.models.config import trained_checkpoint
+    from mobilellm.models.generate import EagerRunner
+    ckpt = trained_checkpoint(preset)
+    model = load_model(ckpt, max_seq_len=MSL)
+    eager = EagerRunner(load_model(ckpt, max_seq_len=MSL))
+    cfg = ExportConfig(quant="fp32", max_seq_len=MSL, tokenizer=ckpt / "tokenizer.model")
+    path, m = export_artifact(model, "trained", get_backend("onnx"), cfg, tmp_path, quiet=True)
+    d = path.with_suffix(".genai")
+    assert m["genai_dir"]["path"] == d.name and (d / "model.onnx").stat().st_ino == path.stat().st_ino  # one copy
+    assert sorted(p.name for p in d.iterdir()) == ["genai_config.json", "model.onnx", "tokenizer.model"]
+    conf = _json.loads((d / "genai_config.json").read_text())
+    assert conf["model"]["decoder"]["num_hidden_layers"] == model.args.n_executed
+    prompt, n = [model.args.bos_id, 5, 9, 33, 17, 8, 64, 3], 12
+    genai_model = og.Model(str(d))
+    params = og.GeneratorParams(genai_model)
+    params.set_search_options(max_length=len(prompt) + n)
+    gen = og.Generator(genai_model, params)
+    gen.append_tokens(prompt)
+    got = []
+    while not gen.is_done() and len(got) < n:
+        gen.generate_next_token()
+        got.append(int(gen.get_next_tokens()[0]))
+
+    def greedy(runner):
+        runner.reset()
+        ids, out = list(prompt), []
+        logits = runner.forward(ids, 0)
+        for _ in range(n):
+            out.append(int(np.argmax(logits[-1])))
+            logits = runner.forward([out[-1]], len(ids))
+            ids.append(out[-1])
+        return out
+    assert got == greedy(eager) == greedy(_session(path)), (got, preset)

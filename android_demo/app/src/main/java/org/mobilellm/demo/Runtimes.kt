@@ -75,7 +75,8 @@ class ExecuTorchSession(private val path: String, private val threads: Int, priv
 }
 
 /**
- * An ONNX decode step: inputs `tokens` int64 [1,T], `input_pos` int64 [1],
+ * An ONNX decode step: inputs `input_ids` int64 [1,T], `position_ids` int64 [1,T] (files written before
+ * 2026-12-02: `tokens` [1,T] and `input_pos` [1]),
  * `past_key_values.N.key/value` [1, n_kv_heads, P, head_dim]; outputs `logits` and
  * `present.N.key/value` (P+T positions). The cache lives here, between calls. load: reading the
  * model bytes; init: creating the OrtSession from them.
@@ -85,6 +86,7 @@ class OrtLlmSession(private val file: File, private val m: Manifest, private val
     private var bytes: ByteArray? = null
     private var session: OrtSession? = null
     private var pastNames: List<String> = emptyList()
+    private var legacy = false // inputs named tokens / input_pos (files written before 2026-12-02)
     private var past: List<OnnxTensor> = emptyList()
     private var pastOwned = true // our own empty tensors, else owned by `held`
     private var held: OrtSession.Result? = null
@@ -117,7 +119,8 @@ class OrtLlmSession(private val file: File, private val m: Manifest, private val
         check(pastNames.size == 2 * m.executedBlocks) {
             "${file.name}: ${pastNames.size} past_key_values inputs, expected 2 x ${m.executedBlocks} executed blocks"
         }
-        for (need in listOf("tokens", "input_pos")) {
+        legacy = "tokens" in s.inputNames
+        for (need in if (legacy) listOf("tokens", "input_pos") else listOf("input_ids", "position_ids")) {
             check(need in s.inputNames) { "${file.name}: no input '$need' (inputs: ${s.inputNames})" }
         }
         resetCache()
@@ -156,10 +159,15 @@ class OrtLlmSession(private val file: File, private val m: Manifest, private val
         lastResult?.close()
         lastResult = null
         val tokens = OnnxTensor.createTensor(env, LongBuffer.wrap(ids), longArrayOf(1, ids.size.toLong()))
-        val pos = OnnxTensor.createTensor(env, LongBuffer.wrap(longArrayOf(startPos.toLong())), longArrayOf(1))
+        val pos = if (legacy) {
+            OnnxTensor.createTensor(env, LongBuffer.wrap(longArrayOf(startPos.toLong())), longArrayOf(1))
+        } else {
+            val p = LongArray(ids.size) { startPos.toLong() + it }
+            OnnxTensor.createTensor(env, LongBuffer.wrap(p), longArrayOf(1, ids.size.toLong()))
+        }
         val inputs = HashMap<String, OnnxTensor>()
-        inputs["tokens"] = tokens
-        inputs["input_pos"] = pos
+        inputs[if (legacy) "tokens" else "input_ids"] = tokens
+        inputs[if (legacy) "input_pos" else "position_ids"] = pos
         pastNames.forEachIndexed { i, n -> inputs[n] = past[i] }
         val result = try {
             s.run(inputs)
