@@ -91,4 +91,7 @@ def print_summary(path: Path, m: dict) -> None:
         print(f"verified     {summary(v)}")
     elif v:
         print(f"verified     {v.get('skipped') or v.get('numerical')}")
+    if m.get("genai_dir"):
+        print(f"genai        {path.parent / m['genai_dir']['path']}/  ({m['genai_dir']['loader']}; "
+              f"{', '.join(m['genai_dir']['files'])})")
     print(f"max seq len  {m['max_seq_len']};  export {m['export_seconds']} s;  manifest {path.name}.manifest.json")
