@@ -63,9 +63,9 @@ def write(artifact: Path, args, max_seq_len: int, tokenizer: Path | None = None,
             shutil.copyfile(artifact, stage / "model.onnx")
         (stage / "genai_config.json").write_text(json.dumps(config(args, max_seq_len, threads), indent=1) + "\n")
         if tokenizer is not None:
-            src = Path(tokenizer)
+            src = Path(tokenizer).parent if Path(tokenizer).is_file() else Path(tokenizer)
             for name in TOKENIZER_FILES:
-                f = (src.parent if src.is_file() else src) / name
+                f = src / name
                 if f.is_file():
                     shutil.copyfile(f, stage / name)
         remove_path(final)

@@ -313,7 +313,6 @@ def _dynamic_in_passes(prepared: Path, weights: list[str], common: dict) -> tupl
     for name in held:  # every weight starts as an input
         m.graph.initializer.remove(held[name])
         m.graph.input.append(as_input(held[name]))
-    out = prepared
     for k, group in enumerate(groups):
         mine = {nodes[n].input[1] for n in group}
         for i in [i for i in m.graph.input if i.name in mine]:
@@ -341,7 +340,7 @@ def _dynamic_in_passes(prepared: Path, weights: list[str], common: dict) -> tupl
 def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) -> dict:
     """Write the `scheme` (a quant.schemes.Scheme) version of float model `src` to `dst`; returns the
     manifest's quant facts."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     if scheme.quantized and (scheme.weights, scheme.weight_granularity) != ("int8", "per-channel"):
         raise UserError(f"the ONNX passes quantize weights to int8 per channel; {scheme.name} asks for "
                         f"{scheme.weights} {scheme.weight_granularity}")

@@ -67,12 +67,23 @@ def self_sensitivity(name: str, eps_list: list[float]) -> list[dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="125M")
-    ap.add_argument("--eps", default="1e-6,1e-5")
+    def eps_list(text):
+        try:
+            return [float(e) for e in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"comma-separated numbers, e.g. 1e-6,1e-5; got {text!r}") from None
+    ap.add_argument("--eps", type=eps_list, default="1e-6,1e-5")
     ap.add_argument("--no-gemm", action="store_true")
     a = ap.parse_args(argv)
     if not a.no_gemm:
         print(json.dumps(gemm()))
-    for row in self_sensitivity(a.model, [float(e) for e in a.eps.split(",")]):
+    from mobilellm.errors import UserError
+    from mobilellm.models.config import from_name
+    try:
+        from_name(a.model)
+    except UserError as e:
+        ap.error(str(e))
+    for row in self_sensitivity(a.model, a.eps):
         print(json.dumps(row))
     return 0
 

@@ -30,7 +30,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/sizes"))
     ap.add_argument("--no-bench", action="store_true")
     a = ap.parse_args(argv)
+    from mobilellm.errors import UserError
     from mobilellm.models.config import from_name
+    for job in a.jobs.split(","):  # bad input: one line, before any export
+        if job.count(":") != 1:
+            ap.error(f"--jobs takes backend:scheme,...; got {job!r}")
+    try:
+        [from_name(m) for m in a.models.split(",")]
+    except UserError as e:
+        ap.error(str(e))
     rows = []
     for model in a.models.split(","):
         args = from_name(model)
@@ -40,8 +48,8 @@ def main(argv=None) -> int:
             p = _cli("export", "--model", model, "--backend", backend, "--quant", scheme, "--max-seq-len",
                      a.max_seq_len, "--out", out, "--force", "--json")
             row = {"model": model, "backend": backend, "scheme": scheme, "params": args.param_count()}
-            body = args.param_count() - args.vocab_size * args.dim * (1 if args.share_embedding else 2) - args.dim
-            executed = args.param_count() + body * (args.repeat - 1)  # a shared block's weights count per run
+            # a shared block's weights count once per run: the same depth unshared has the executed parameters
+            executed = args.replace(n_layers=args.n_executed, repeat=1).param_count()
             if p.returncode != 0:
                 row["error"] = (p.stderr.strip().splitlines() or ["?"])[-1][:200]
                 rows.append(row)
