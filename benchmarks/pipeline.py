@@ -160,7 +160,7 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     ckpt = job_checkpoint(job, cfg)
     from mobilellm.quant.schemes import get as get_scheme
     ecfg = ExportConfig(quant=job.scheme, max_seq_len=job.max_seq_len or cfg.max_seq_len,
-                        quantize_embedding=backend.quantizes_embedding and get_scheme(job.scheme).quantized,
+                        quantize_embedding=get_scheme(job.scheme).quantized and not backend.embedding_refused(job.scheme),
                         tokenizer=tokenizer_file(ckpt) if ckpt else None,
                         external_weights=cfg.external_weights and backend.external_weights, threads=export_threads(cfg))
     model, weights = build_model(job, cfg)

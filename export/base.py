@@ -96,6 +96,7 @@ class Backend:
     refused: dict[str, str] = field(default_factory=dict)  # scheme -> why it cannot be done here at all
     external_weights: bool = False  # can write weights to a data file beside the program
     quantizes_embedding: bool = False  # can quantize the embedding table on its own (--quantize-embedding)
+    embedding_schemes: tuple[str, ...] | None = None  # the schemes --quantize-embedding goes with (None: any)
     default_for_suffix: bool = True  # opens a bare file with this suffix (no manifest)
     apple_only: bool = False  # runs and verifies only on Apple devices
     quantized_reference: bool = True  # its export returns the quantized eager model it lowered (ONNX: no)
@@ -110,6 +111,15 @@ class Backend:
     @property
     def runs_here(self) -> bool:
         return self.runtime_missing() is None
+
+    def embedding_refused(self, scheme: str) -> str | None:
+        """Why --quantize-embedding cannot go with `scheme` here, or None."""
+        if not self.quantizes_embedding:
+            return (f"--quantize-embedding is not offered by {self.name}; backends that offer it: "
+                    f"{', '.join(b.name for b in all_backends() if b.quantizes_embedding)}")
+        if self.embedding_schemes is not None and scheme not in self.embedding_schemes:
+            return (f"--quantize-embedding on {self.name} goes with {', '.join(self.embedding_schemes)}, not {scheme}")
+        return None
 
     def check_scheme(self, scheme: str) -> str:
         """The canonical name of a scheme this backend implements, or one clear error."""

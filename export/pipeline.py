@@ -60,9 +60,8 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
     if cfg.external_weights and not backend.external_weights:
         raise UserError(f"--external-weights (weights in a data file beside the program) is not offered by {backend.name}; "
                         f"backends that offer it: {', '.join(b.name for b in all_backends() if b.external_weights)}")
-    if cfg.quantize_embedding and not backend.quantizes_embedding:
-        raise UserError(f"--quantize-embedding is not offered by {backend.name}; backends that offer it: "
-                        f"{', '.join(b.name for b in all_backends() if b.quantizes_embedding)}")
+    if cfg.quantize_embedding and backend.embedding_refused(scheme):
+        raise UserError(backend.embedding_refused(scheme))
     out = Path(out_dir) / (name or artifact_name(model, backend, cfg))
     check_output(out, force)
     steps = Steps(out.name, quiet)

@@ -234,6 +234,52 @@ def unsigned_weights(model: onnx.ModelProto) -> int:
     return done
 
 
+def share_embedding_table(model: onnx.ModelProto) -> dict:
+    """Store the tied embedding once, as the output head's int8 weights: the token Gather reads the
+    head's quantized [dim, vocab] matrix (per-vocab-row symmetric scale, the head's own integers and
+    zero point) instead of the float table, which goes. Standard ONNX ops only:
+        Gather(Wq, ids, axis=1) -> Transpose -> Cast -> Sub(zero point) -> Mul(Gather(scale, ids))
+    Run after `unsigned_weights` on a dynamic scheme (MatMulInteger head). Returns the manifest facts."""
+    from onnx import TensorProto, helper
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    gathers = [n for n in g.node if n.op_type == "Gather" and n.input[0].endswith("embed_tokens.weight")]
+    heads = [n for n in g.node if n.op_type == "MatMulInteger" and gathers
+             and n.input[1].startswith(gathers[0].input[0] + "_t")]
+    if len(gathers) != 1 or len(heads) != 1:
+        raise UserError("--quantize-embedding on onnx shares the output head's int8 weights with the token "
+                        f"gather; this graph has {len(gathers)} table gather(s) and {len(heads)} quantized head(s)")
+    gather, head = gathers[0], heads[0]
+    table, wq, wz = gather.input[0], head.input[1], head.input[3]
+    scale = [i for i in (table + "_t_scale",) if i in inits]
+    if not scale or wq not in inits or wz not in inits:
+        raise UserError("--quantize-embedding on onnx: the output head's scale or zero point is not a constant")
+    ids, out, p = gather.input[1], gather.output[0], "emb_shared"
+    n = lambda op, ins, o, **kw: helper.make_node(op, ins, [o], name=f"{p}_{o}", **kw)  # noqa: E731
+    g.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), f"{p}_last"))
+    zero_per_row = len(inits[wz].dims) > 0
+    nodes = [n("Gather", [wq, ids], f"{p}_q", axis=1),  # [dim, 1, T]
+             n("Transpose", [f"{p}_q"], f"{p}_qt", perm=[1, 2, 0]),  # [1, T, dim]
+             n("Cast", [f"{p}_qt"], f"{p}_qf", to=TensorProto.FLOAT)]
+    if zero_per_row:
+        nodes += [n("Gather", [wz, ids], f"{p}_z", axis=0), n("Cast", [f"{p}_z"], f"{p}_zf0", to=TensorProto.FLOAT),
+                  n("Unsqueeze", [f"{p}_zf0", f"{p}_last"], f"{p}_zf")]
+    else:
+        nodes += [n("Cast", [wz], f"{p}_zf", to=TensorProto.FLOAT)]
+    nodes += [n("Sub", [f"{p}_qf", f"{p}_zf"], f"{p}_c"),
+              n("Gather", [scale[0], ids], f"{p}_s0", axis=0), n("Unsqueeze", [f"{p}_s0", f"{p}_last"], f"{p}_s"),
+              helper.make_node("Mul", [f"{p}_c", f"{p}_s"], [out], name=f"{p}_out")]
+    at = list(g.node).index(gather)
+    g.node.remove(gather)
+    for i, node in enumerate(nodes):
+        g.node.insert(at + i, node)
+    float_bytes = int(np.prod(inits[table].dims)) * 4
+    if not any(table in node.input for node in g.node):
+        g.initializer.remove(inits[table])
+    return {"embedding": "int8 per-row symmetric, stored once: the token gather reads the output head's "
+                         "quantized weights (Gather axis 1 + dequantize)", "embedding_float_bytes_dropped": float_bytes}
+
+
 def _store_unsigned(q: onnx.ModelProto, dst: Path, what: str) -> str:
     """`unsigned_weights` on the quantized model, written back to `dst`; the manifest's description."""
     n = unsigned_weights(q)
@@ -337,9 +383,10 @@ def _dynamic_in_passes(prepared: Path, weights: list[str], common: dict) -> tupl
     return final, len(groups)
 
 
-def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) -> dict:
+def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None, share_embedding: bool = False) -> dict:
     """Write the `scheme` (a quant.schemes.Scheme) version of float model `src` to `dst`; returns the
-    manifest's quant facts."""
+    manifest's quant facts. `share_embedding`: the token gather reads the head's int8 weights
+    (`share_embedding_table`; dynamic schemes only)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     if scheme.quantized and (scheme.weights, scheme.weight_granularity) != ("int8", "per-channel"):
         raise UserError(f"the ONNX passes quantize weights to int8 per channel; {scheme.name} asks for "
@@ -348,6 +395,8 @@ def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) 
     data = src.with_name(src.name + ".data")  # the exporter's float tensors (export/backends/onnx.py)
     from mobilellm.export.backends.onnx import is_large, save_model
     large = is_large(data.stat().st_size if data.exists() else 0)  # over protobuf's 2 GB: intermediates keep theirs
+    if share_embedding and scheme.activations != "dynamic":  # the backend's embedding_schemes refuses it first
+        raise UserError(f"--quantize-embedding on onnx needs a dynamic scheme; {scheme.name} is {scheme.activations}")
     if not scheme.quantized:
         if large:
             raise UserError("an fp32 ONNX file of a model over 2 GB needs its weights in an external data file, "
@@ -386,7 +435,14 @@ def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None) 
                 n = per_token_activations(q)
                 info.update({"format": "dynamic per-token (MatMulInteger, zero-point correction)", "per_token_quantizers": n,
                              "activation_type": "uint8 asymmetric, per token (row min-max), per call"})
-            info["weight_storage"] = _store_unsigned(q, dst, "MatMulIntegers")
+            if share_embedding:
+                n = unsigned_weights(q)
+                info.update(share_embedding_table(q))
+                _save_single(q, dst)
+                info["weight_storage"] = f"uint8 = int8 + 128, zero point 128, in {n} MatMulIntegers (U8U8: exact on x86 " \
+                                         "without VNNI, whose U8S8 kernel saturates)"
+            else:
+                info["weight_storage"] = _store_unsigned(q, dst, "MatMulIntegers")
         else:
             raise UserError(f"no ONNX pass for {scheme.name} ({scheme.definition()})")
     finally:

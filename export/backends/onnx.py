@@ -315,7 +315,7 @@ def _export_in(model, cfg, tmp: Path, steps, stage: Path) -> dict:
         if cfg.scheme.calibrated:
             feeds, calib = _calibration_feeds(float_path, model, cfg)
         with _quiet():  # onnxruntime's quantizer logs a pre-processing hint (skipped on purpose: quant/onnx.py)
-            info = quantize(float_path, final, cfg.scheme, feeds)
+            info = quantize(float_path, final, cfg.scheme, feeds, share_embedding=cfg.quantize_embedding)
     for f in stage.glob("float.onnx*"):  # the float graph and its data file are done with
         f.unlink()
     # No quantized eager reference: the graph is quantized by onnxruntime's tools, not lowered from a
@@ -419,7 +419,8 @@ def _genai_dir(out: Path, args, cfg) -> dict:
 
 register(Backend(
     name="onnx", suffix=".onnx", schemes=SCHEMES, closest=CLOSEST, default_scheme="w8a8-static", rank=10,
-    quantized_reference=False, export_memory=(800.0, 8.0),  # W8A8 peak: 350M 3,334 MiB, 1.5B 12,014 (fit: 761 + 7.8 B/p)
+    quantized_reference=False, quantizes_embedding=True, embedding_schemes=("w8a8", "w8a8-dynamic-per-tensor"),
+    export_memory=(800.0, 8.0),  # W8A8 peak: 350M 3,334 MiB, 1.5B 12,014 (fit: 761 + 7.8 B/p)
     summary="torch.onnx (dynamo) graph with the KV cache as inputs/outputs, onnxruntime CPU; .ort beside it "
             "for onnxruntime-mobile",
     export=_export, open=_open, runtime_missing=_runtime_missing, after_publish=_genai_dir,

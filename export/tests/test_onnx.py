@@ -149,9 +149,42 @@ def test_corrupt_onnx_is_a_clear_error(cli, exported, tmp_path):
 def test_unsupported_scheme_and_options_refused(tmp_path):
     with pytest.raises(UserError, match="scheme '8da4w'; valid for onnx: fp32, w8a8, w8a8-static, w8a8-dynamic-per-tensor"):
         _export(tmp_path, "8da4w")
-    with pytest.raises(UserError, match="--quantize-embedding is not offered by onnx; backends that offer it: executorch"):
-        _export(tmp_path, "w8a8-dynamic-per-tensor", quantize_embedding=True)
+    for scheme in ("w8a8-static", "fp32"):  # the shared int8 table is the head's MatMulInteger weights
+        with pytest.raises(UserError, match=f"--quantize-embedding on onnx goes with w8a8, w8a8-dynamic-per-tensor, "
+                                            f"not {scheme}"):
+            _export(tmp_path, scheme, quantize_embedding=True)
     assert not list(tmp_path.iterdir())  # nothing half-written is left under a final name
+
+
+def test_quantized_embedding_is_the_head_int8_matrix_stored_once(exported, tmp_path):
+    """--quantize-embedding: the token gather reads the output head's uint8 weights (one matrix for
+    both), the float table is gone, and the artifact still verifies against fp32 (and its .ort twin)."""
+    path, m = _export(tmp_path, "w8a8", quantize_embedding=True)
+    args = from_name("tiny-random")
+    assert m["verification"]["passed"] and m["quant"]["quantize_embedding"] and path.name.endswith("-emb8_onnx.onnx")
+    g = onnx.load(str(path)).graph
+    names = {i.name for i in g.initializer}
+    assert not [n for n in names if n.endswith("embed_tokens.weight")]
+    gathers = [n for n in g.node if n.op_type == "Gather" and "embed_tokens" in n.input[0]]
+    heads = [n for n in g.node if n.op_type == "MatMulInteger" and "embed_tokens" in n.input[1]]
+    assert len(heads) == 1 and gathers[0].input[0] == heads[0].input[1]  # one matrix, two readers
+    plain = exported["w8a8"][1]["sizes"]
+    assert plain["embedding_bytes"] - m["sizes"]["embedding_bytes"] == args.vocab_size * args.dim * 4
+    assert m["sizes"]["file_bytes"] < plain["file_bytes"] - args.vocab_size * args.dim * 3
+    ids = [args.bos_id, 7, 300, 12]  # the dequantized rows: (q - 128) * scale, exactly what the head multiplies
+    from onnx.reference import ReferenceEvaluator
+    sub = onnx.helper.make_model(onnx.helper.make_graph(
+        [n for n in g.node if n.name.startswith("emb_shared")], "emb",
+        [onnx.helper.make_tensor_value_info("input_ids", onnx.TensorProto.INT64, [1, None])],
+        [onnx.helper.make_tensor_value_info(next(n for n in g.node if n.name == "emb_shared_out").output[0],
+                                            onnx.TensorProto.FLOAT, None)],
+        [i for i in g.initializer if "embed_tokens" in i.name or i.name.startswith(("emb_shared", heads[0].input[3]))]),
+        opset_imports=[onnx.helper.make_opsetid("", 23)])
+    got = ReferenceEvaluator(sub).run(None, {"input_ids": np.array([ids], np.int64)})[0]
+    wq = {i.name: onnx.numpy_helper.to_array(i) for i in g.initializer}
+    scale = wq[heads[0].input[1].replace("_quantized_u8", "_scale")]
+    want = (wq[heads[0].input[1]][:, ids].T.astype(np.float32) - 128.0) * scale[ids][:, None]
+    np.testing.assert_array_equal(got[0], want)
 
 
 def test_w8a8_is_per_token_and_closer_to_fp32_than_per_tensor(exported):
