@@ -98,6 +98,9 @@ class Backend:
     quantizes_embedding: bool = False  # can quantize the embedding table on its own (--quantize-embedding)
     embedding_schemes: tuple[str, ...] | None = None  # the schemes --quantize-embedding goes with (None: any)
     default_for_suffix: bool = True  # opens a bare file with this suffix (no manifest)
+    # A directory artifact it opens: (directory suffix, the file that marks one), e.g. ONNX's onnxruntime-genai
+    # model directory (".genai", "genai_config.json").
+    opens_dir: tuple[str, str] | None = None
     apple_only: bool = False  # runs and verifies only on Apple devices
     quantized_reference: bool = True  # its export returns the quantized eager model it lowered (ONNX: no)
     rank: int = 50  # listing order (the headline backend first)
@@ -225,6 +228,10 @@ def backend_for_artifact(path: Path) -> Backend:
     if m and m.get("backend") in _REGISTRY:
         return _REGISTRY[m["backend"]]
     name = Path(path).name
+    if Path(path).is_dir():
+        for b in _REGISTRY.values():
+            if b.opens_dir and (name.endswith(b.opens_dir[0]) or (Path(path) / b.opens_dir[1]).is_file()):
+                return b
     for b in _REGISTRY.values():
         if name.endswith(b.suffix) and b.default_for_suffix:
             return b

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from mobilellm.export.base import Session
 from mobilellm.io import register_staged, remove_path, unregister_staged
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
@@ -74,3 +75,99 @@ def write(artifact: Path, args, max_seq_len: int, tokenizer: Path | None = None,
         remove_path(stage)
         unregister_staged(stage)
     return final
+
+
+MIN_OG = (0, 18)  # the onnxruntime-genai release this directory layout is tested with (pinned in the genai extra)
+
+
+def _og():
+    """onnxruntime_genai, or one line naming what is missing or too old."""
+    from mobilellm.errors import UserError
+    try:
+        import onnxruntime_genai as og
+    except ImportError:
+        raise UserError("running an onnxruntime-genai directory needs onnxruntime-genai >= "
+                        f"{'.'.join(map(str, MIN_OG))}: pip install 'mobilellm[genai]'") from None
+    have = tuple(int(x) for x in og.__version__.split(".")[:2] if x.isdigit())
+    if have < MIN_OG:
+        raise UserError(f"onnxruntime-genai {og.__version__} is too old for this directory; need >= "
+                        f"{'.'.join(map(str, MIN_OG))}: pip install 'mobilellm[genai]'")
+    return og
+
+
+def check_dir(d: Path) -> dict:
+    """A model directory onnxruntime-genai can run, or one line naming the file at fault. Returns its config."""
+    import onnx
+    from mobilellm.errors import UserError
+    d = Path(d)
+    conf_path = d / "genai_config.json"
+    if not conf_path.is_file():
+        raise UserError(f"{d} has no genai_config.json: not an onnxruntime-genai model directory "
+                        "(`mobilellm export --backend onnx` writes <name>.genai/ beside the .onnx)")
+    try:
+        dec = json.loads(conf_path.read_text())["model"]["decoder"]
+        layers, graph = int(dec["num_hidden_layers"]), d / dec["filename"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{conf_path} is not a valid genai_config.json (model.decoder.{e} missing or malformed)") from None
+    if not graph.is_file():
+        raise UserError(f"{conf_path} names the graph {graph.name}, which is not in {d}")
+    inputs = [i.name for i in onnx.load(str(graph), load_external_data=False).graph.input]
+    pattern = dec.get("inputs", {}).get("past_key_names", "past_key_values.%d.key")
+    kv = sum(1 for i in inputs if any(i == pattern % n for n in range(len(inputs))))
+    if kv != layers:
+        raise UserError(f"{conf_path} says num_hidden_layers {layers} but {graph.name} has {kv} key-cache inputs "
+                        f"({pattern}); re-export the directory")
+    return json.loads(conf_path.read_text())
+
+
+def tokenizer_in(d: Path) -> Path:
+    """The tokenizer file of a model directory (onnxruntime-genai reads tokenizer.json or a SentencePiece
+    tokenizer.model), or one line saying there is none."""
+    from mobilellm.errors import UserError
+    for name in ("tokenizer.json", "tokenizer.model"):
+        if (Path(d) / name).is_file():
+            return Path(d) / name
+    raise UserError(f"{d} has no tokenizer (tokenizer.json or tokenizer.model): export with a checkpoint's "
+                    "tokenizer, or give --prompt-ids")
+
+
+class GenaiSession(Session):
+    """A `<name>.genai/` directory through onnxruntime-genai's own generator, as an app would run it:
+    load = og.Model(dir), init = GeneratorParams + Generator. `forward` appends tokens (a rewind first when
+    the position is earlier than what the generator holds) and returns that call's logits."""
+
+    def __init__(self, path: Path, manifest: dict | None = None, threads: int | None = None):
+        self.path, self.manifest = Path(path), manifest or {}
+        conf = check_dir(self.path)["model"]
+        self.max_seq_len, self.vocab_size = int(conf["context_length"]), int(conf["vocab_size"])
+        self.threads = threads
+        self._og, self._model, self._gen = _og(), None, None
+
+    def load(self) -> None:
+        self._model = self._og.Model(str(self.path))
+
+    def init(self) -> None:
+        if self._model is None:
+            self.load()
+        self.reset()
+
+    def reset(self) -> None:
+        params = self._og.GeneratorParams(self._model)
+        params.set_search_options(max_length=self.max_seq_len)
+        self._gen, self._len = self._og.Generator(self._model, params), 0
+
+    def forward(self, ids, start_pos: int):
+        import numpy as np
+        from mobilellm.errors import UserError
+        from mobilellm.models.generate import check_tokens
+        check_tokens(ids, start_pos, self.max_seq_len, self.vocab_size)
+        if start_pos > self._len:
+            raise UserError(f"start position {start_pos} skips past the cache, which holds {self._len} positions")
+        if start_pos < self._len:
+            if start_pos == 0:
+                self.reset()
+            else:
+                self._gen.rewind_to(start_pos)
+        self._gen.append_tokens(list(map(int, ids)))
+        self._len = start_pos + len(ids)
+        return np.asarray(self._gen.get_output("logits"), dtype=np.float32)[0]

@@ -22,7 +22,11 @@ TOOLS = ("mobilellm", "torch", "executorch", "torchao", "coremltools", "onnx", "
 
 
 def manifest_path(artifact: Path) -> Path:
+    """<artifact>.manifest.json; an onnxruntime-genai directory `<name>.genai/` shares its graph's manifest
+    (`<name>.onnx.manifest.json`: the directory's model.onnx is that file)."""
     artifact = Path(artifact)
+    if artifact.suffix == ".genai" and artifact.is_dir():
+        return artifact.with_name(artifact.with_suffix(".onnx").name + ".manifest.json")
     return artifact.with_name(artifact.name + ".manifest.json")
 
 

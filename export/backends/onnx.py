@@ -398,7 +398,11 @@ class OnnxSession(Session):
         return out[0].numpy()[0].astype(np.float32, copy=False)
 
 
-def _open(path, manifest) -> OnnxSession:
+def _open(path, manifest):
+    """A .onnx/.ort file in a plain session; a <name>.genai/ directory through onnxruntime-genai's generator."""
+    if Path(path).is_dir():
+        from mobilellm.export.genai import GenaiSession
+        return GenaiSession(Path(path), manifest)
     return OnnxSession(Path(path), manifest)
 
 
@@ -419,7 +423,7 @@ def _genai_dir(out: Path, args, cfg) -> dict:
 
 register(Backend(
     name="onnx", suffix=".onnx", schemes=SCHEMES, closest=CLOSEST, default_scheme="w8a8-static", rank=10,
-    quantized_reference=False, quantizes_embedding=True, embedding_schemes=("w8a8", "w8a8-dynamic-per-tensor"),
+    quantized_reference=False, quantizes_embedding=True, opens_dir=(".genai", "genai_config.json"), embedding_schemes=("w8a8", "w8a8-dynamic-per-tensor"),
     export_memory=(800.0, 8.0),  # W8A8 peak: 350M 3,334 MiB, 1.5B 12,014 (fit: 761 + 7.8 B/p)
     summary="torch.onnx (dynamo) graph with the KV cache as inputs/outputs, onnxruntime CPU; .ort beside it "
             "for onnxruntime-mobile",

@@ -319,3 +319,59 @@ def test_the_genai_directory_generates_what_eager_pytorch_does(tmp_path, preset)
             ids.append(out[-1])
         return out
     assert got == greedy(eager) == greedy(_session(path)), (got, preset)
+
+
+def test_a_genai_directory_runs_through_generate_and_bench(exported, cli_here, tmp_path):
+    """`<name>.genai/` opens through onnxruntime-genai's generator (load = og.Model, init = the generator):
+    its logits are the plain session's on the same graph, rewinds included, and bench and generate take
+    the directory (its manifest is the graph's)."""
+    from mobilellm.export.base import open_artifact
+    from mobilellm.export.genai import GenaiSession
+    path, _ = exported["w8a8"]
+    d = path.with_suffix(".genai")
+    og_s, plain = open_artifact(d), _session(path)
+    assert isinstance(og_s, GenaiSession) and og_s.max_seq_len == MSL
+    prompt = [1, 5, 9, 33, 17, 8]
+    for ids, pos in ((prompt, 0), ([44], 6), ([3], 7), (prompt[3:], 3), ([12, 13], 0)):  # decode, rewind, restart
+        np.testing.assert_allclose(og_s.forward(ids, pos), plain.forward(ids, pos), rtol=1e-5, atol=1e-5)
+    cli = cli_here
+    r = cli("generate", "--artifact", d, "--prompt-ids", "1,5,9", "--max-new-tokens", "4")
+    p = cli("generate", "--artifact", path, "--prompt-ids", "1,5,9", "--max-new-tokens", "4")
+    assert r.stdout == p.stdout and r.stdout.strip() and f"{d.name} (onnx)" in r.stderr  # the same greedy tokens
+    cli("bench", d, "--cold-runs", "1", "--iters", "3", "--warmup", "1", "--out", tmp_path / "b.json")
+    recs = json.loads((tmp_path / "b.json").read_text())["records"]
+    assert {r["metric"] for r in recs} >= {"load_ms", "init_ms", "decode_ms"}
+
+
+def test_bad_genai_directories_are_one_line_each(exported, cli_here, tmp_path, monkeypatch):
+    cli = cli_here
+    import shutil
+    src = exported["w8a8"][0].with_suffix(".genai")
+
+    def copy(name):
+        d = tmp_path / f"{name}.genai"
+        shutil.copytree(src, d)
+        return d
+    no_conf = copy("noconf")
+    (no_conf / "genai_config.json").unlink()
+    wrong = copy("layers")
+    conf = json.loads((wrong / "genai_config.json").read_text())
+    conf["model"]["decoder"]["num_hidden_layers"] = 3
+    (wrong / "genai_config.json").write_text(json.dumps(conf))
+    no_graph = copy("nograph")
+    (no_graph / "model.onnx").unlink()
+    cases = [(no_conf, "has no genai_config.json"),
+             (wrong, "says num_hidden_layers 3 but model.onnx has 2 key-cache inputs"),
+             (no_graph, "names the graph model.onnx, which is not in")]
+    for d, want in cases:
+        r = cli("generate", "--artifact", d, "--prompt-ids", "1,2", check_rc=2)
+        assert want in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = cli("generate", "--artifact", src, "--prompt", "hello", check_rc=2)  # random weights: no tokenizer files
+    assert "has no tokenizer (tokenizer.json or tokenizer.model)" in r.stderr
+    import onnxruntime_genai
+    monkeypatch.setattr(onnxruntime_genai, "__version__", "0.17.2")
+    r = cli("generate", "--artifact", src, "--prompt-ids", "1,2", check_rc=2)
+    assert "onnxruntime-genai 0.17.2 is too old for this directory; need >= 0.18" in r.stderr
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime_genai", None)
+    r = cli("generate", "--artifact", src, "--prompt-ids", "1,2", check_rc=2)
+    assert "needs onnxruntime-genai >= 0.18: pip install 'mobilellm[genai]'" in r.stderr

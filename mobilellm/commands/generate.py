@@ -24,6 +24,15 @@ def add_arguments(p):
 def _tokenizer(ns):
     from mobilellm.models.tokenizer import Tokenizer
     path = ns.tokenizer or ns.checkpoint
+    if path is None and ns.artifact is not None and Path(ns.artifact).is_dir():  # an onnxruntime-genai directory
+        from mobilellm.errors import UserError
+        from mobilellm.export.genai import tokenizer_in
+        try:  # its own tokenizer files, as the apps read them
+            return Tokenizer(tokenizer_in(ns.artifact))
+        except UserError:
+            if ns.prompt_ids:
+                return None
+            raise
     if path is None and ns.artifact is not None:
         from mobilellm.manifest import read_manifest
         m = read_manifest(ns.artifact, required=False) or {}
