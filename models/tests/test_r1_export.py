@@ -18,8 +18,10 @@ def _export(out, suffix, *args) -> dict:
     return json.loads(manifest.read_text())
 
 
-def test_executorch_w8a8(tmp_path):
-    m = _export(tmp_path, ".pte", "--model", "tiny-r1-random", "--backend", "executorch", "--quant", "w8a8")
+@pytest.mark.parametrize("scheme", ["w8a8", "8da4w"])
+def test_executorch(tmp_path, scheme):
+    m = _export(tmp_path, ".pte", "--model", "tiny-r1-random", "--backend", "executorch", "--quant", scheme)
+    assert m["quant"]["scheme"] == scheme
     assert m["model"]["args"]["rope_interleaved"] and m["model"]["args"]["qk_norm"]
     assert m["verification"]["passed"], m["verification"]
 
