@@ -29,8 +29,8 @@ FLAGS = {"emb8": "--quantize-embedding", "ptd": "--external-weights"}
 
 
 def _stored(m: dict) -> int:
-    """Bytes on disk: the artifact and, with --external-weights, its .ptd."""
-    return m["sizes"]["file_bytes"] + m["sizes"].get("data_file_bytes", 0)
+    """Bytes on disk: the artifact and, with --external-weights, its .ptd (the manifest's file_bytes counts both)."""
+    return m["sizes"]["file_bytes"]
 
 
 def main(argv=None) -> int:
