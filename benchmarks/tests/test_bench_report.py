@@ -61,11 +61,11 @@ def test_run_reports_accuracy_of_the_trained_presets(run_dir):
     recs = schema.load(out / "results.json")
     ppl = {(r["model"], r["backend"], r["scheme"]): r["value"] for r in recs if r["metric"] == "perplexity"}
     assert set(ppl) == {(m, b, s) for m in ("tiny", "tiny-LS") for b, s in
-                        (("eager", "fp32"), ("executorch", "w8a8+emb8"), ("onnx", "w8a8"))}, set(ppl)
+                        (("eager", "fp32"), ("executorch", "w8a8+emb8"), ("onnx", "w8a8+emb8"))}, set(ppl)
     for m in ("tiny", "tiny-LS"):
         ref = ppl[(m, "eager", "fp32")]
         assert ref < 40, "the trained preset should predict held-out text far better than chance (2048)"
-        for b, s in (("executorch", "w8a8+emb8"), ("onnx", "w8a8")):
+        for b, s in (("executorch", "w8a8+emb8"), ("onnx", "w8a8+emb8")):
             assert abs(ppl[(m, b, s)] / ref - 1) < 0.02, (m, b, ppl)
         text = json.loads((trained_checkpoint(m) / "training.json").read_text())
         assert text["heldout_documents"] and text["command"].startswith("mobilellm train")
