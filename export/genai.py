@@ -1,14 +1,14 @@
 """An onnxruntime-genai model directory beside an ONNX artifact: `og.Model(dir)` loads it and its generator
-runs the published graph as it is (issue 17's first step; the graph is still this project's, not the
-builder's GroupQueryAttention / MatMulNBits one).
+runs the published graph as it is (the graph is the one the builder writes for a LLaMA: export/onnx_graph.py).
 
     <name>.genai/
         model.onnx          a hard link to <name>.onnx (one copy on disk; a copy where links are refused)
-        genai_config.json   decoder type llama, one past/present pair per executed block, growing cache
+        genai_config.json   decoder type llama, one past/present pair per executed block, the cache one buffer
+                            of context_length positions per tensor shared by past and present
         tokenizer files     those beside the checkpoint's tokenizer, when the export was given one
 
-The graph's inputs carry onnxruntime-genai's names (`input_ids`, `position_ids`, `past_key_values.%d.*`;
-export/backends/onnx.py), so nothing is renamed here."""
+The graph's inputs carry onnxruntime-genai's names (`input_ids`, `attention_mask`, `past_key_values.%d.*`),
+so nothing is renamed here."""
 from __future__ import annotations
 
 import json
@@ -40,12 +40,12 @@ def config(args, max_seq_len: int, threads: int = 2) -> dict:
                 "num_attention_heads": args.n_heads, "num_key_value_heads": args.n_kv_heads,
                 "num_hidden_layers": args.n_executed,
                 "session_options": {"intra_op_num_threads": threads, "provider_options": []},
-                "inputs": {"input_ids": "input_ids", "position_ids": "position_ids",
+                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
                            "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"},
                 "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
                             "present_value_names": "present.%d.value"}}},
         "search": {"do_sample": False, "num_beams": 1, "num_return_sequences": 1, "max_length": max_seq_len,
-                   "min_length": 0, "past_present_share_buffer": False, "top_k": 1, "top_p": 1.0, "temperature": 1.0,
+                   "min_length": 0, "past_present_share_buffer": True, "top_k": 1, "top_p": 1.0, "temperature": 1.0,
                    "repetition_penalty": 1.0, "length_penalty": 1.0, "early_stopping": True,
                    "no_repeat_ngram_size": 0, "diversity_penalty": 0.0}}
 

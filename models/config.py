@@ -192,7 +192,9 @@ class ModelArgs:
             fields.update(
                 vocab_size=int(cfg.get("vocab_size", 32000)), rope_theta=_rope_theta(cfg, 10000.0),
                 context_len=int(cfg.get("max_position_embeddings", 2048)),
-                share_embedding=bool(cfg.get("share_embedding", True)))
+                # a llama config says whether its head is tied; MobileLLM's say share_embedding (tied when absent)
+                share_embedding=bool(cfg["tie_word_embeddings"] if mt == "llama" and "tie_word_embeddings" in cfg
+                                     else cfg.get("share_embedding", True)))
             if "layer_repeat" not in cfg and cfg.get("layer_sharing", False):
                 fields["repeat"] = 2
         return cls(**fields)

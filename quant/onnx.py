@@ -383,15 +383,19 @@ def _dynamic_in_passes(prepared: Path, weights: list[str], common: dict) -> tupl
     return final, len(groups)
 
 
-def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None, share_embedding: bool = False) -> dict:
+def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None, share_embedding: bool = False,
+             group_size: int | None = None) -> dict:
     """Write the `scheme` (a quant.schemes.Scheme) version of float model `src` to `dst`; returns the
-    manifest's quant facts. `share_embedding`: the token gather reads the head's int8 weights
-    (`share_embedding_table`; dynamic schemes only)."""
+    manifest's quant facts. `share_embedding`: the token gather reads the head's quantized weights
+    (`share_embedding_table`, or quant/onnx_nbits.py's; dynamic schemes only)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    if scheme.quantized and (scheme.weights, scheme.weight_granularity) != ("int8", "per-channel"):
-        raise UserError(f"the ONNX passes quantize weights to int8 per channel; {scheme.name} asks for "
-                        f"{scheme.weights} {scheme.weight_granularity}")
+    blockwise = scheme.weight_granularity == "per-group" and scheme.activation_granularity == "per-block"
+    if scheme.quantized and (scheme.weights, scheme.weight_granularity) != ("int8", "per-channel") and not blockwise:
+        raise UserError(f"the ONNX passes quantize weights to int8 per channel, or in blocks for MatMulNBits; "
+                        f"{scheme.name} asks for {scheme.weights} {scheme.weight_granularity}")
     src, dst = Path(src), Path(dst)
+    if blockwise:
+        return _blockwise(src, dst, scheme, group_size or scheme.group_size, share_embedding)
     data = src.with_name(src.name + ".data")  # the exporter's float tensors (export/backends/onnx.py)
     from mobilellm.export.backends.onnx import is_large, save_model
     large = is_large(data.stat().st_size if data.exists() else 0)  # over protobuf's 2 GB: intermediates keep theirs
@@ -452,4 +456,30 @@ def quantize(src: Path, dst: Path, scheme, feeds: Iterable[dict] | None = None, 
                 weight_type="int8 symmetric, per output channel", quantized_matmuls=len(weights),
                 excluded_nodes=excluded, excluded_reason="MatMuls without a weight operand (attention, RoPE); "
                 "Gather/GatherND tables, the causal mask and norms stay float", materialized_transposes=transposed)
+    return info
+
+
+def _blockwise(src: Path, dst: Path, scheme, block_size: int, share_embedding: bool) -> dict:
+    """MatMulNBits (quant/onnx_nbits.py) over every weight MatMul, read weight by weight from the data file."""
+    from mobilellm.quant import onnx_nbits
+    bits = {"int8": 8, "int4": 4}[scheme.weights]
+    onnx_nbits.check_block_size(block_size)
+    model = onnx.load(str(src), load_external_data=False)
+    _name_nodes(model)
+    transposed = materialize_transposed_weights(model, base_dir=src.parent)
+    weights, excluded = split_matmuls(model)
+    n = onnx_nbits.nbits_weights(model, src.parent, weights, bits, block_size)
+    info = {"format": f"MatMulNBits (com.microsoft), bits {bits}, block {block_size}, accuracy level "
+                      f"{onnx_nbits.ACCURACY_LEVEL} (int8 activations per token and block, quantized per call)",
+            "quantizer": "onnxruntime.quantization.matmul_nbits_quantizer.DefaultWeightOnlyQuantizer (MLAS, symmetric)",
+            "weight_type": f"int{bits} symmetric, blocks of {block_size} input channels (stored uint8 offset by "
+                           f"{1 << (bits - 1)}, fp32 scale per block)",
+            "activation_type": f"int8 symmetric per token and block of {block_size}, per call (accuracy level 4)",
+            "quantized_weights": n, "quantized_matmuls": len(weights), "excluded_nodes": excluded,
+            "materialized_transposes": transposed}
+    if share_embedding:
+        info.update(onnx_nbits.share_embedding(model, bits, block_size))
+    from onnx.external_data_helper import load_external_data_for_model
+    load_external_data_for_model(model, str(src.parent))  # what stays float (norms, a float table), into the file
+    _save_single(model, dst)
     return info

@@ -54,7 +54,9 @@ class Scheme:
             a = f"{self.compute} activations"
         else:
             how = "quantized per call" if self.activations == "dynamic" else "calibrated ahead of time on text"
-            a = f"int{self.activation_bits} {self.activation_granularity} {self.activations} activations ({how})"
+            gran = ("per-token per-block (the weights' groups)" if self.activation_granularity == "per-block"
+                    else self.activation_granularity)
+            a = f"int{self.activation_bits} {gran} {self.activations} activations ({how})"
         return f"{w}, {a}" + (" — the paper's W8A8" if self.paper else "")
 
 
@@ -71,6 +73,12 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
     Scheme("8da4w", "int4", "per-group", group_size=32, activations="dynamic", activation_granularity="per-token",
            activation_bits=8, vs_fp32=Thresholds(0.6, 0.9)),
     Scheme("8w", "int8", "per-channel", compute="fp16", vs_fp32=Thresholds(0.9, 0.995), aliases=("w8",)),
+    # onnxruntime-genai's int8 / int4 (MatMulNBits, accuracy level 4): weights in blocks of 32 along the input
+    # dimension, activations quantized per call to int8 per token and per block of the same 32 inputs
+    Scheme("w8a8-block", "int8", "per-group", group_size=32, activations="dynamic", activation_granularity="per-block",
+           activation_bits=8, vs_fp32=Thresholds(0.8, 0.98)),
+    Scheme("w4a8-block", "int4", "per-group", group_size=32, activations="dynamic", activation_granularity="per-block",
+           activation_bits=8, vs_fp32=Thresholds(0.6, 0.9)),
 )}
 ALIASES = {a: s.name for s in SCHEMES.values() for a in s.aliases}
 

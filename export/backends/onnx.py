@@ -1,19 +1,19 @@
-"""ONNX backend: the prefill/decode step as one ONNX graph for onnxruntime, plus its ORT-format twin.
+"""ONNX backend: the prefill/decode step as one ONNX graph for onnxruntime and onnxruntime-genai, plus its
+ORT-format twin.
 
-ONNX has no mutable state, so the KV cache crosses the graph boundary (the "io" contract of
-models/kv.py, with attention written for onnxruntime in `_GroupedIOKV`): inputs
-`input_ids` [1, T], `position_ids` [1, T] (the positions of the T tokens; the graph reads the first) and
-`past_key_values.N.{key,value}` [1, Hkv, P, D], outputs `logits` [1, T, V] and `present.N.{key,value}`
-[1, Hkv, P+T, D], one pair per *executed* block: the onnxruntime-genai / optimum names, so
-onnxruntime-genai's generator runs the graph as it is (`genai_config.json`, export/genai.py).
-T and P are dynamic: one graph serves prefill and decode. Files written before 2026-12-02 name the
-first two inputs `tokens` and `input_pos` [1]; `OnnxSession` runs both.
-The `.ort` beside the `.onnx` is what onnxruntime-mobile loads on Android and iOS."""
+The graph (export/onnx_graph.py) is the one onnxruntime-genai's model builder writes for a LLaMA: inputs
+`input_ids` [1, T], `attention_mask` [1, total] and `past_key_values.N.{key,value}` [1, Hkv, S, D], outputs
+`logits` [1, T, V] and `present.N.{key,value}`, one pair per *executed* block, the cache a fixed buffer of S
+positions bound as both past and present (nothing copied per step); attention is GroupQueryAttention with RoPE
+fused. `<name>.genai/` beside it (export/genai.py) makes it an onnxruntime-genai model directory.
+Files written before 2026-12-06 grow their cache instead (present = past + T positions; inputs `input_ids`,
+`position_ids`, or before 2026-12-02 `tokens`, `input_pos`): `OnnxSession` runs all three.
+The `.ort` beside the `.onnx` is what ORT-format builds of onnxruntime load on Android and iOS (the full
+onnxruntime-android / onnxruntime-c packages: GroupQueryAttention and MatMulNBits are contrib ops)."""
 from __future__ import annotations
 
 import atexit
 import contextlib
-import copy
 import io
 import logging
 import os
@@ -24,18 +24,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from mobilellm.errors import UserError
 from mobilellm.export.base import Backend, Companion, ExportResult, Session, register
 from mobilellm.memory import return_memory
+from mobilellm.export.onnx_graph import OPSET, export_float, io_names
 from mobilellm.models.generate import check_tokens
-from mobilellm.models.kv import _causal_mask
-from mobilellm.models.model import RMSNorm
 
-OPSET = 23  # RMSNormalization; onnxruntime (and -mobile) 1.23 or newer
 # The schemes this backend implements, and with which quantizer (quant/onnx.py runs them).
 SCHEMES = {
     "fp32": "none",
@@ -46,118 +40,17 @@ SCHEMES = {
                    "asymmetric per-tensor activations calibrated on prefill and decode steps (MinMax)",
     "w8a8-dynamic-per-tensor": "onnxruntime.quantization.quantize_dynamic: int8 per-channel symmetric weights, "
                                "uint8 asymmetric per-tensor activations per call (DynamicQuantizeLinear + MatMulInteger)",
+    "w8a8-block": "onnxruntime.quantization.matmul_nbits_quantizer (DefaultWeightOnlyQuantizer): MatMulNBits bits 8, "
+                  "blocks of --group-size, accuracy level 4 (int8 activations per token and block): onnxruntime-genai's "
+                  "int8 (quant/onnx_nbits.py)",
+    "w4a8-block": "the same with bits 4: onnxruntime-genai's int4 (quant/onnx_nbits.py)",
 }
-CLOSEST: dict = {}  # the paper's w8a8 is implemented (per-token rewrite of quantize_dynamic)
+# The paper's w8a8 is implemented (per-token rewrite of quantize_dynamic); 8da4w's per-token activations are not.
+CLOSEST: dict = {"8da4w": ("w4a8-block", "onnxruntime's int4 GEMM (MatMulNBits) quantizes activations per token "
+                                          "and per block of the weights' group, not per token")}
 CALIB_PREFILL, CALIB_DECODE, CALIB_WINDOWS = 32, 24, 2  # per calibration window: prefill, then decode steps
 LEGACY_INPUTS = ["tokens", "input_pos"]  # the first two inputs of files written before 2026-12-02
 META = "mobilellm."  # metadata_props prefix: the file describes itself (no manifest needed to run it)
-
-
-def io_names(n_executed: int) -> tuple[list[str], list[str]]:
-    kv = [(i, w) for i in range(n_executed) for w in ("key", "value")]
-    return (["input_ids", "position_ids"] + [f"past_key_values.{i}.{w}" for i, w in kv],
-            ["logits"] + [f"present.{i}.{w}" for i, w in kv])
-
-
-class _LinearT(nn.Module):
-    """y = x @ W^T with W^T stored: the graph gets MatMul(x, initializer) and no Transpose, so a
-    block run twice (layer sharing) uses one initializer and quantizers see a constant weight."""
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.weight_t = nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)
-
-    def forward(self, x):
-        return x @ self.weight_t
-
-
-class _RMSNormOp(nn.Module):
-    """F.rms_norm, which the exporter writes as one RMSNormalization op (opset 23) instead of seven."""
-
-    def __init__(self, norm):
-        super().__init__()
-        self.weight, self.eps = norm.weight, norm.eps
-
-    def forward(self, x):
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-
-
-class _GroupedIOKV(nn.Module):
-    """The "io" cache (present = cat(past, new)) with attention written for onnxruntime: the query
-    heads are grouped per kv head, so the cache is never copied out to all heads (SDPA's
-    enable_gqa exports as an Expand of the whole cache on every step), and no SDPA decomposition."""
-
-    uses_start = False
-
-    def __init__(self, n_heads: int, n_kv: int, head_dim: int):
-        super().__init__()
-        self.G, self.scale = n_heads // n_kv, head_dim ** -0.5
-        self.past = self.present = None
-
-    def forward(self, q, k, v, input_pos, start=None):
-        B, T, H, D = q.shape
-        pk, pv = self.past
-        k_all = torch.cat([pk, k.transpose(1, 2)], dim=2)  # [B, Hkv, S, D]
-        v_all = torch.cat([pv, v.transpose(1, 2)], dim=2)
-        self.present = (k_all, v_all)
-        Hkv, S = k_all.shape[1], k_all.shape[2]
-        qg = (q * self.scale).view(B, T, Hkv, self.G, D).permute(0, 2, 3, 1, 4).reshape(B, Hkv, self.G * T, D)
-        att = qg @ k_all.transpose(2, 3)  # [B, Hkv, G*T, S]
-        mask = _causal_mask(input_pos, T, S, q.device).repeat(self.G, 1)  # [G*T, S]
-        p = att.masked_fill(~mask, float("-inf")).softmax(-1)  # every row sees itself: no all -inf row
-        y = p @ v_all  # [B, Hkv, G*T, D]
-        return y.view(B, Hkv, self.G, T, D).permute(0, 3, 1, 2, 4).reshape(B, T, H * D)
-
-
-class _IOGraph(nn.Module):
-    """forward(input_ids, position_ids, past) -> (logits, presents): the model with its cache as tensors."""
-
-    def __init__(self, model):
-        super().__init__()
-        # a structural copy sharing the parameters (no second copy of the weights): the caller's
-        # model keeps its modules and eager cache, and stays the reference for verification
-        self.m = copy.deepcopy(model, memo={id(p): p for p in model.parameters()})
-        a = model.args
-        self.m.kv = nn.ModuleList(_GroupedIOKV(a.n_heads, a.n_kv_heads, a.head_dim) for _ in range(a.n_executed))
-        emb = self.m.model.embed_tokens.weight  # a tied output head stays one table (see quant/onnx.py)
-        for parent in list(self.m.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, nn.Linear) and child.weight is not emb:
-                    setattr(parent, name, _LinearT(child))
-                elif isinstance(child, RMSNorm):
-                    setattr(parent, name, _RMSNormOp(child))
-        self.eval()
-
-    def forward(self, input_ids, position_ids, past):
-        for kv, (k, v) in zip(self.m.kv, past):
-            kv.past = (k, v)
-        logits = self.m(input_ids, position_ids[0, :1])  # consecutive positions: the first one says them all
-        return logits, [kv.present for kv in self.m.kv]
-
-
-def _export_float(model, path: Path, max_seq_len: int) -> None:
-    a = model.args
-    g = _IOGraph(model)
-    P, T = 3, 2  # sample sizes other than 0/1, which torch.export would specialise
-    past = [tuple(torch.zeros(1, a.n_kv_heads, P, a.head_dim) for _ in range(2)) for _ in range(a.n_executed)]
-    seq = torch.export.Dim("sequence_length", min=1, max=max_seq_len)
-    pst = torch.export.Dim("past_sequence_length", min=0, max=max_seq_len - 1)
-    shapes = {"input_ids": {1: seq}, "position_ids": {1: seq}, "past": [({2: pst}, {2: pst})] * a.n_executed}
-    ins, outs = io_names(a.n_executed)
-    with _quiet():
-        prog = torch.onnx.export(g, (torch.zeros(1, T, dtype=torch.long), torch.arange(P, P + T)[None], past), dynamo=True,
-                                 dynamic_shapes=shapes, input_names=ins, output_names=outs, opset_version=OPSET,
-                                 verbose=False)
-    import onnx
-    prog.save(str(path), external_data=True)  # tensors streamed into `<name>.data` beside it: no proto copy of them
-    for v in prog.model.graph.initializers.values():  # the IR's references to the model's parameters: the
-        v.const_value = None                         # exporter keeps its graph alive after `del prog`
-    del prog
-    proto = onnx.load(str(path), load_external_data=False)  # the graph only; the data file stays
-    for n in proto.graph.node:  # per-node exporter notes: local source paths and stack traces
-        del n.metadata_props[:]
-        n.doc_string = ""
-    onnx.save(proto, str(path))  # the graph alone, its tensors in the data file
 
 
 # Protobuf refuses to serialize a message over 2 GB: a float graph of ~500M parameters and up is written
@@ -230,12 +123,11 @@ def _calibration_feeds(float_path: Path, model, cfg) -> tuple[list[dict], str]:
     sess = _new_session(str(float_path), threads=cfg.threads)
     ins, outs = io_names(a.n_executed)
     feeds = []
-    for ids in windows:
-        past = [np.zeros((1, a.n_kv_heads, 0, a.head_dim), np.float32)] * (2 * a.n_executed)
+    for ids in windows:  # a cache buffer of the window's length (the graph's S is dynamic)
+        past = [np.zeros((1, a.n_kv_heads, len(ids), a.head_dim), np.float32)] * (2 * a.n_executed)
         pos = 0
         for chunk in [ids[:CALIB_PREFILL]] + [[t] for t in ids[CALIB_PREFILL:]]:
-            feed = dict(zip(ins, [np.array([chunk], np.int64), np.arange(pos, pos + len(chunk), dtype=np.int64)[None],
-                                  *past]))
+            feed = dict(zip(ins, [np.array([chunk], np.int64), np.ones((1, pos + len(chunk)), np.int64), *past]))
             feeds.append(feed)
             past = sess.run(outs, feed)[1:]
             pos += len(chunk)
@@ -284,7 +176,7 @@ def initializer_bytes(model) -> dict:
     out = {"embedding_bytes": 0, "blocks_bytes": 0, "other_bytes": 0}
     for t in model.graph.initializer:
         n = int(np.prod(t.dims)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
-        key = ("embedding_bytes" if "embed_tokens" in t.name else "blocks_bytes" if ".layers." in t.name
+        key = ("embedding_bytes" if "embed_tokens" in t.name else "blocks_bytes" if "layers." in t.name
                else "other_bytes")
         out[key] += n
     return out
@@ -306,7 +198,7 @@ def _export_in(model, cfg, tmp: Path, steps, stage: Path) -> dict:
     from mobilellm.quant.onnx import quantize
     float_path, final = stage / "float.onnx", stage / "model.onnx"
     with steps.step(f"torch.onnx export (dynamo, opset {OPSET})"):
-        _export_float(model, float_path, cfg.max_seq_len)
+        export_float(model, float_path, cfg.max_seq_len, release=True)
     model.release_weights()  # ours (see the pipeline); from here on the graph is the model
     return_memory()
     calib = None
@@ -315,7 +207,8 @@ def _export_in(model, cfg, tmp: Path, steps, stage: Path) -> dict:
         if cfg.scheme.calibrated:
             feeds, calib = _calibration_feeds(float_path, model, cfg)
         with _quiet():  # onnxruntime's quantizer logs a pre-processing hint (skipped on purpose: quant/onnx.py)
-            info = quantize(float_path, final, cfg.scheme, feeds, share_embedding=cfg.quantize_embedding)
+            info = quantize(float_path, final, cfg.scheme, feeds, share_embedding=cfg.quantize_embedding,
+                            group_size=cfg.group_size)
     for f in stage.glob("float.onnx*"):  # the float graph and its data file are done with
         f.unlink()
     # No quantized eager reference: the graph is quantized by onnxruntime's tools, not lowered from a
@@ -336,7 +229,11 @@ def _export_in(model, cfg, tmp: Path, steps, stage: Path) -> dict:
 
 
 class OnnxSession(Session):
-    """An `.onnx` or `.ort` file in an onnxruntime InferenceSession; the cache lives here between calls."""
+    """An `.onnx` or `.ort` file in an onnxruntime InferenceSession; the cache lives here between calls.
+
+    A graph with `attention_mask` keeps one buffer of max_seq_len positions per cache tensor, bound (IO binding)
+    as both its past input and its present output, as onnxruntime-genai runs it: a step writes its positions in
+    place, a rewind is only a shorter mask. Older graphs grow their cache: present is fed back as past."""
 
     def __init__(self, path: Path, manifest: dict | None = None, threads: int | None = None):
         self.path, self.manifest = Path(path), manifest or {}
@@ -365,37 +262,61 @@ class OnnxSession(Session):
                             f"re-export it with `mobilellm export --backend onnx`") from None
         meta = self._sess.get_modelmeta().custom_metadata_map
         names = [i.name for i in self._sess.get_inputs()]
-        if META + "max_seq_len" not in meta or names[:2] not in (["input_ids", "position_ids"], LEGACY_INPUTS):
+        if META + "max_seq_len" not in meta or names[:2] not in (["input_ids", "attention_mask"],
+                                                                  ["input_ids", "position_ids"], LEGACY_INPUTS):
             raise UserError(f"{self.path} is an ONNX model but not a mobilellm export (expected inputs input_ids, "
-                            f"position_ids, past_key_values.N.key/value and {META}* metadata; found {names[:4]})")
-        self._legacy = names[:2] == LEGACY_INPUTS
+                            f"attention_mask, past_key_values.N.key/value and {META}* metadata; found {names[:4]})")
+        self._contract = {"attention_mask": "shared", "position_ids": "growing", "input_pos": "legacy"}[names[1]]
         self.max_seq_len, self.vocab_size = int(meta[META + "max_seq_len"]), int(meta[META + "vocab_size"])
         self._in, self._out = names, [o.name for o in self._sess.get_outputs()]
-        self._empty = [np.zeros([0 if isinstance(d, str) or d is None else d for d in i.shape], np.float32)
-                       for i in self._sess.get_inputs()[2:]]
+        capacity = self.max_seq_len if self._contract == "shared" else 0
+        self._empty = [[1 if i == 0 else capacity if i == 2 else d for i, d in enumerate(x.shape)]
+                       for x in self._sess.get_inputs()[2:]]
         self._bytes = None  # the session holds its own copy
+        self._binding = None
         self.reset()
 
     def reset(self) -> None:
         import onnxruntime as ort
-        self._past = [ort.OrtValue.ortvalue_from_numpy(e) for e in self._empty]
         self._len = 0
+        if self._contract == "shared" and self._binding is not None:
+            return  # positions at or past the mask's length are never read: nothing to clear
+        self._past = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32)) for shape in self._empty]
+        if self._contract == "shared":
+            self._binding = self._sess.io_binding()
+            self._binding.bind_output(self._out[0])  # logits first: get_outputs()[0]
+            for name_in, name_out, buf in zip(self._in[2:], self._out[1:], self._past):
+                self._binding.bind_ortvalue_input(name_in, buf)
+                self._binding.bind_ortvalue_output(name_out, buf)  # the same buffer: written in place
 
     def forward(self, ids, start_pos: int) -> np.ndarray:
-        import onnxruntime as ort
         check_tokens(ids, start_pos, self.max_seq_len, self.vocab_size)
         if start_pos > self._len:
             raise UserError(f"start position {start_pos} skips past the cache, which holds {self._len} positions")
+        out = self._step_shared(ids, start_pos) if self._contract == "shared" else self._step_growing(ids, start_pos)
+        self._len = start_pos + len(ids)
+        return out[0].astype(np.float32, copy=False)
+
+    def _step_shared(self, ids, start_pos: int) -> np.ndarray:
+        b = self._binding
+        b.bind_cpu_input(self._in[0], np.array([list(ids)], np.int64))
+        b.bind_cpu_input(self._in[1], np.ones((1, start_pos + len(ids)), np.int64))
+        b.bind_output(self._out[0])  # a fresh logits tensor: its length changes with the step's
+        self._sess.run_with_iobinding(b)
+        return b.get_outputs()[0].numpy()
+
+    def _step_growing(self, ids, start_pos: int) -> np.ndarray:
+        import onnxruntime as ort
         if start_pos < self._len:  # rewind: keep the first start_pos positions
             self._past = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(p.numpy()[:, :, :start_pos]))
                           for p in self._past]
-        pos = (np.array([start_pos], np.int64) if self._legacy
+        pos = (np.array([start_pos], np.int64) if self._contract == "legacy"
                else np.arange(start_pos, start_pos + len(ids), dtype=np.int64)[None])
         feed = {self._in[0]: ort.OrtValue.ortvalue_from_numpy(np.array([list(ids)], np.int64)),
                 self._in[1]: ort.OrtValue.ortvalue_from_numpy(pos), **dict(zip(self._in[2:], self._past))}
         out = self._sess.run_with_ort_values(self._out, feed)
-        self._past, self._len = list(out[1:]), start_pos + len(ids)
-        return out[0].numpy()[0].astype(np.float32, copy=False)
+        self._past = list(out[1:])
+        return out[0].numpy()
 
 
 def _open(path, manifest):
@@ -423,9 +344,10 @@ def _genai_dir(out: Path, args, cfg) -> dict:
 
 register(Backend(
     name="onnx", suffix=".onnx", schemes=SCHEMES, closest=CLOSEST, default_scheme="w8a8-static", rank=10,
-    quantized_reference=False, quantizes_embedding=True, opens_dir=(".genai", "genai_config.json"), embedding_schemes=("w8a8", "w8a8-dynamic-per-tensor"),
+    quantized_reference=False, quantizes_embedding=True, opens_dir=(".genai", "genai_config.json"),
+    embedding_schemes=("w8a8", "w8a8-dynamic-per-tensor", "w8a8-block", "w4a8-block"),
     export_memory=(800.0, 8.0),  # W8A8 peak: 350M 3,334 MiB, 1.5B 12,014 (fit: 761 + 7.8 B/p)
-    summary="torch.onnx (dynamo) graph with the KV cache as inputs/outputs, onnxruntime CPU; .ort beside it "
-            "for onnxruntime-mobile",
+    summary="torch.onnx (dynamo) graph as onnxruntime-genai's builder writes one (GroupQueryAttention, shared "
+            "past/present cache buffers), onnxruntime CPU; <name>.genai/ for onnxruntime-genai, .ort for ORT-format builds",
     export=_export, open=_open, runtime_missing=_runtime_missing, after_publish=_genai_dir,
 ))

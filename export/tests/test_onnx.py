@@ -1,6 +1,6 @@
-"""ONNX backend: export per scheme through the shared pipeline (verified against eager PyTorch),
-the cache as named inputs/outputs per executed block, shared weights stored once, the .ort twin,
-generate over both files, and one clear error for each bad input."""
+"""ONNX backend: export per scheme through the shared pipeline (verified against eager PyTorch), the
+builder-shaped graph (GroupQueryAttention, one cache buffer per executed block shared by past and present),
+shared weights stored once, the .ort twin, generate over both files, and one clear error for each bad input."""
 import json
 
 import numpy as np
@@ -8,13 +8,15 @@ import onnx
 import pytest
 
 from mobilellm.errors import UserError
-from mobilellm.export.backends.onnx import OnnxSession, _export_float, io_names
+from mobilellm.export.backends.onnx import OnnxSession
+from mobilellm.export.onnx_graph import export_float, io_names
 from mobilellm.export.base import ExportConfig, get_backend
 from mobilellm.export.pipeline import export_artifact
 from mobilellm.models.config import from_name
 from mobilellm.models.model import build
 
 MSL = 64
+SCHEMES = ("fp32", "w8a8", "w8a8-static", "w8a8-dynamic-per-tensor", "w8a8-block", "w4a8-block")
 
 
 def _export(out, scheme, repeat=1, **cfg):
@@ -26,7 +28,7 @@ def _export(out, scheme, repeat=1, **cfg):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx")
-    return {s: _export(out, s) for s in ("fp32", "w8a8", "w8a8-static", "w8a8-dynamic-per-tensor")}
+    return {s: _export(out, s) for s in SCHEMES}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def _session(path):
     return s
 
 
-@pytest.mark.parametrize("scheme", ["fp32", "w8a8", "w8a8-static", "w8a8-dynamic-per-tensor"])
+@pytest.mark.parametrize("scheme", SCHEMES)
 def test_each_scheme_exports_and_verifies(exported, scheme):
     path, m = exported[scheme]
     assert path.is_file() and path.suffix == ".onnx"
@@ -49,10 +51,15 @@ def test_each_scheme_exports_and_verifies(exported, scheme):
     assert v["passed"] and v["scheme"] == scheme, v
     assert m["opset"]["ai.onnx"] == 23 and m["quant"]["scheme"] == scheme
     assert m["sizes"]["embedding_bytes"] > 0 and m["sizes"]["blocks_bytes"] > 0
+    g = onnx.load(str(path), load_external_data=False).graph
+    ops = [n.op_type for n in g.node]
+    assert ops.count("GroupQueryAttention") == 2 and ops.count("SkipSimplifiedLayerNormalization") == 2 * 2
     if scheme != "fp32":
         q = m["quant"]
-        assert q["quantized_matmuls"] == 7 * 2 + 1  # 7 projections per stored block + the output projection
-        assert len(q["excluded_nodes"]) >= 2 * 2  # at least the two attention MatMuls per executed block
+        assert q["quantized_matmuls"] == 5 * 2 + 1  # q/k/v packed, o, gate, up, down per stored block + the head
+        assert q["excluded_nodes"] == []  # attention is inside GroupQueryAttention: every MatMul is a weight's
+    if scheme.endswith("-block"):
+        assert ops.count("MatMulNBits") == 11 and "MatMul" not in ops
     if scheme == "w8a8-static":
         assert m["quant"]["activation_type"].startswith("uint8") and "seeded random" in m["quant"]["calibration"]
 
@@ -78,7 +85,7 @@ def test_layer_shared_file_within_one_percent(tmp_path):
     sizes = {}
     for repeat in (1, 2):
         a = from_name("tiny-random", dim=512, ffn_hidden=1536, n_heads=8, n_kv_heads=2, head_dim=64, repeat=repeat)
-        _export_float(build(a, max_seq_len=MSL), tmp_path / f"r{repeat}.onnx", MSL)
+        export_float(build(a, max_seq_len=MSL), tmp_path / f"r{repeat}.onnx", MSL)
         sizes[repeat] = sum(p.stat().st_size for p in tmp_path.glob(f"r{repeat}.onnx*"))  # the graph and its data
     assert sizes[2] / sizes[1] - 1 < 0.01, sizes
 
@@ -147,12 +154,15 @@ def test_corrupt_onnx_is_a_clear_error(cli, exported, tmp_path):
 
 
 def test_unsupported_scheme_and_options_refused(tmp_path):
-    with pytest.raises(UserError, match="scheme '8da4w'; valid for onnx: fp32, w8a8, w8a8-static, w8a8-dynamic-per-tensor"):
+    with pytest.raises(UserError, match="backend 'onnx' cannot do quantization scheme '8da4w': onnxruntime's int4 GEMM "
+                                        r".* its closest to 8da4w is 'w4a8-block'; valid for onnx: fp32, w8a8, "):
         _export(tmp_path, "8da4w")
-    for scheme in ("w8a8-static", "fp32"):  # the shared int8 table is the head's MatMulInteger weights
+    for scheme in ("w8a8-static", "fp32"):  # the shared table is the head's quantized weights
         with pytest.raises(UserError, match=f"--quantize-embedding on onnx goes with w8a8, w8a8-dynamic-per-tensor, "
-                                            f"not {scheme}"):
+                                            f"w8a8-block, w4a8-block, not {scheme}"):
             _export(tmp_path, scheme, quantize_embedding=True)
+    with pytest.raises(UserError, match="--group-size 48: MatMulNBits blocks are a power of two, at least 16"):
+        _export(tmp_path, "w8a8-block", group_size=48)
     assert not list(tmp_path.iterdir())  # nothing half-written is left under a final name
 
 
@@ -375,3 +385,81 @@ def test_bad_genai_directories_are_one_line_each(exported, cli_here, tmp_path, m
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime_genai", None)
     r = cli("generate", "--artifact", src, "--prompt-ids", "1,2", check_rc=2)
     assert "needs onnxruntime-genai >= 0.18: pip install 'mobilellm[genai]'" in r.stderr
+
+
+@pytest.mark.parametrize("scheme,bits", [("w8a8-block", 8), ("w4a8-block", 4)])
+def test_blockwise_embedding_is_the_head_matrix_stored_once(exported, tmp_path, scheme, bits):
+    """--quantize-embedding with MatMulNBits: the token lookup is GatherBlockQuantized over the head's own
+    quantized weights (one matrix, two readers), the float table goes, and the rows it returns are exactly the
+    dequantized rows the head multiplies: (q - 2^(bits-1)) * scale per block."""
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+    path, m = _export(tmp_path, scheme, quantize_embedding=True)
+    assert m["verification"]["passed"] and "GatherBlockQuantized" in m["quant"]["embedding"]
+    args = from_name("tiny-random")
+    g = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    assert not [n for n in inits if n.endswith("embed_tokens.weight")]
+    head = next(n for n in g.node if n.op_type == "MatMulNBits" and "embed_tokens" in n.input[1])
+    reshape = next(n for n in g.node if n.name == "emb_shared_reshape")
+    gbq = next(n for n in g.node if n.op_type == "GatherBlockQuantized")
+    assert reshape.input[0] == head.input[1] and gbq.input[2] == head.input[2]  # the head's weights and scales
+    plain = exported[scheme][1]["sizes"]
+    assert plain["file_bytes"] - m["sizes"]["file_bytes"] > args.vocab_size * args.dim * 3.9
+    sub = helper.make_model(helper.make_graph(
+        [reshape, gbq], "emb", [helper.make_tensor_value_info("input_ids", onnx.TensorProto.INT64, [1, None])],
+        [helper.make_tensor_value_info(gbq.output[0], onnx.TensorProto.FLOAT, None)],
+        [i for i in g.initializer if i.name in (head.input[1], head.input[2], "emb_shared_shape")]),
+        opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("com.microsoft", 1)])
+    ids = [args.bos_id, 7, 300, 12]
+    got = ort.InferenceSession(sub.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"input_ids": np.array([ids], np.int64)})[0][0]
+    q, scale = inits[head.input[1]][ids].reshape(len(ids), -1), inits[head.input[2]][ids]  # [n, blocks*bytes], [n, blocks]
+    if bits == 4:  # two values a byte, the first in the low nibble
+        q = np.stack([q & 0xF, q >> 4], -1).reshape(len(ids), -1)
+    want = (q.astype(np.float32) - (1 << (bits - 1))).reshape(len(ids), scale.shape[1], -1) * scale[:, :, None]
+    np.testing.assert_array_equal(got, want.reshape(len(ids), -1)[:, :args.dim])
+
+
+def test_the_cache_is_one_buffer_written_in_place(exported):
+    """The plain session binds one buffer per cache tensor as both past and present (as onnxruntime-genai does):
+    a step writes only its own positions, nothing is copied, and a rewind is a shorter mask."""
+    s = _session(exported["fp32"][0])
+    buf = s._past[0]
+    assert buf.shape() == [1, 2, MSL, 16] and s._contract == "shared"
+    s.forward([1, 5, 9], 0)
+    k = buf.numpy()
+    assert np.abs(k[:, :, :3]).sum() > 0 and np.abs(k[:, :, 3:]).sum() == 0  # positions 0..2 only
+    s.forward([7], 3)
+    assert s._binding.get_outputs()[1].data_ptr() == buf.data_ptr()  # present is the bound buffer itself
+    first = s.forward([1, 5, 9, 7], 0)
+    again = s.forward([9, 7], 2)  # rewind to 2: positions 2.. rewritten, 0..1 kept
+    np.testing.assert_allclose(again, first[2:], atol=1e-5)
+
+
+def test_bench_times_what_a_generation_costs(exported):
+    """`bench`'s decode step at position P is one step of a generation at P (the cache grows by one, nothing is
+    re-fed or copied): measured alternately step by step in one process against onnxruntime-genai's own
+    generator on the same file, the medians agree."""
+    import time
+
+    import onnxruntime_genai as og
+    from mobilellm.benchmarks.measure import _decode_steps
+    path = exported["w8a8-block"][0]
+    s = _session(path)
+    model = og.Model(str(path.with_suffix(".genai")))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=MSL)
+    gen = og.Generator(model, params)
+    P = 40
+    prompt = [1] + list(range(3, 3 + P - 1))
+    gen.append_tokens(prompt)
+    s.forward(prompt, 0)
+    ours, theirs = [], []
+    for i in range(20):
+        ours += _decode_steps(s, P + i, 0, 1)
+        t = time.perf_counter()
+        gen.generate_next_token()
+        theirs.append((time.perf_counter() - t) * 1e3)
+    ratio = np.median(ours) / np.median(theirs)
+    assert 0.5 < ratio < 1.5, (np.median(ours), np.median(theirs))
