@@ -22,6 +22,7 @@ android {
         testInstrumentationRunner = "androidx.test.runner.AndroidJUnitRunner"
         buildConfigField("String", "EXECUTORCH_VERSION", "\"${libs.versions.executorch.get()}\"")
         buildConfigField("String", "ONNXRUNTIME_VERSION", "\"${libs.versions.onnxruntime.get()}\"")
+        buildConfigField("String", "ONNXRUNTIME_GENAI_VERSION", "\"${libs.versions.onnxruntimeGenai.get()}\"")
     }
 
     buildFeatures { buildConfig = true }
@@ -41,6 +42,7 @@ dependencies {
     implementation(project(":core"))
     implementation(libs.executorch.android)
     implementation(libs.onnxruntime.android)
+    implementation(libs.onnxruntime.genai.android) // <name>.genai directories (Genai.kt)
     androidTestImplementation(libs.androidx.test.runner)
     androidTestImplementation(libs.androidx.test.core)
     androidTestImplementation(libs.androidx.test.ext.junit)

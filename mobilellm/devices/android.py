@@ -23,7 +23,8 @@ from mobilellm.errors import UserError
 PACKAGE = "org.mobilellm.demo"
 ACTIVITY = f"{PACKAGE}/.BenchmarkActivity"
 REMOTE_DIR = "/data/local/tmp/mobilellm"
-SUFFIXES = (".pte", ".onnx", ".ort")  # what the app's runtimes open (ExecuTorch, ONNX Runtime)
+SUFFIXES = (".pte", ".onnx", ".ort")  # what the app's runtimes open (ExecuTorch, ONNX Runtime; a .onnx's
+# onnxruntime-genai directory goes with it and runs through onnxruntime-genai when there)
 SPACE_MARGIN = 64 << 20  # bytes left free on the device after the push
 TEST_PACKAGE = f"{PACKAGE}.test"  # the androidTest APK (applicationId + ".test")
 RUNNER = "androidx.test.runner.AndroidJUnitRunner"
@@ -194,12 +195,32 @@ def remote_sha256(adb: Adb, path: str) -> str | None:
     return p.stdout.split()[0] if p.returncode == 0 and p.stdout.split() else None
 
 
+def genai_dir(art: Path, man: dict) -> Path | None:
+    """The onnxruntime-genai directory the export wrote beside an ONNX artifact (manifest "genai_dir"),
+    when it is there; the app then runs it through onnxruntime-genai's generator."""
+    d = (man.get("genai_dir") or {}).get("path")
+    if not d:
+        return None
+    if not (art.parent / d / "genai_config.json").is_file():
+        log(f"{art.name}: its onnxruntime-genai directory {d} is not beside it; the app runs the file in a plain "
+            f"ONNX Runtime session")
+        return None
+    return art.parent / d
+
+
+def genai_files(d: Path) -> list[tuple[Path, str]]:
+    """Each file of an onnxruntime-genai directory as (local file, remote name under the directory's name):
+    pushed one by one, so model.onnx (a hard link to the .onnx on the host) arrives as a file of its own."""
+    return [(f, f"{d.name}/{f.relative_to(d).as_posix()}") for f in sorted(d.rglob("*")) if f.is_file()]
+
+
 def plan_push(adb: Adb | None, items: list[tuple[Path, dict]], remote: str) -> list[tuple[Path, str]]:
     """(local file, remote name) still to push: artifacts whose sha256 differs on the device, their
-    manifests, and each artifact's tokenizer as `<artifact>.tokenizer<suffix>` for the chat screen.
-    Without a device (adb None: a farm's artifact set) every file."""
-    def on_device(art: Path, man: dict) -> bool:
-        return adb is not None and remote_sha256(adb, f"{remote}/{art.name}") == man.get("sha256")
+    manifests, each artifact's tokenizer as `<artifact>.tokenizer<suffix>` for the chat screen, and an
+    ONNX artifact's onnxruntime-genai directory file by file (its model.onnx, the artifact's bytes, only
+    when the device's differs). Without a device (adb None: a farm's artifact set) every file."""
+    def on_device(art: Path, man: dict, name: str | None = None) -> bool:
+        return adb is not None and remote_sha256(adb, f"{remote}/{name or art.name}") == man.get("sha256")
 
     files = []
     for art, man in PAIRS:  # both files, for the chat screen (LlmModule(..., dataPath, ...))
@@ -218,6 +239,12 @@ def plan_push(adb: Adb | None, items: list[tuple[Path, dict]], remote: str) -> l
             files.append((Path(tok), f"{art.name}.tokenizer{Path(tok).suffix}"))
         elif art.suffix in (".onnx", ".ort"):
             log(f"{art.name}: no tokenizer file on this machine ({tok}); the chat screen will ask for one")
+        d = genai_dir(art, man) if art.suffix == ".onnx" else None
+        for local, name in genai_files(d) if d else []:
+            if local.name == "model.onnx" and on_device(art, man, name):
+                log(f"{name}: already on the device (same sha256)")
+            else:
+                files.append((local, name))
     return files
 
 
@@ -230,7 +257,8 @@ def push(adb: Adb, files: list[tuple[Path, str]], remote: str) -> None:
         raise UserError(f"not enough space on {adb.serial}: the push needs {need / 1e6:.0f} MB (+{SPACE_MARGIN >> 20} "
                         f"MB margin) in {remote}, {free / 1e6:.0f} MB free; free space on the phone or pass fewer "
                         f"artifacts")
-    p = adb.shell("mkdir", "-p", remote)
+    subdirs = sorted({f"{remote}/{n.rsplit('/', 1)[0]}" for _, n in files if "/" in n})  # <name>.genai/
+    p = adb.shell("mkdir", "-p", remote, *subdirs)
     if p.returncode != 0:
         raise UserError(f"cannot create {remote} on {adb.serial}: {(p.stdout + p.stderr).strip()}")
     for local, name in files:
@@ -238,8 +266,8 @@ def push(adb: Adb, files: list[tuple[Path, str]], remote: str) -> None:
         p = adb.run("push", str(local), f"{remote}/{name}", timeout=3600)
         if p.returncode != 0:
             raise UserError(f"adb push {local} failed: {(p.stderr or p.stdout).strip()}")
-    # the app runs as its own user: it must be able to list the folder and read the files
-    adb.shell("chmod", "755", remote)
+    # the app runs as its own user: it must be able to list the folders and read the files
+    adb.shell("chmod", "755", remote, *subdirs)
     if files:
         adb.shell("chmod", "644", *[f"{remote}/{n}" for _, n in files])
 

@@ -27,6 +27,11 @@ def add_arguments(p):
                    help=f"Firebase --device dimensions (default {FIREBASE_DEVICE})")
 
 
+def subdirs(files) -> list[str]:
+    """The folders among the pushed names (an ONNX artifact's `<name>.genai/`)."""
+    return sorted({n.split("/", 1)[0] for _, n in files if "/" in n})
+
+
 def out_names(items) -> list[str]:
     return [f"results-farm-{i}-{art.name}.json" for i, (art, _) in enumerate(items)]
 
@@ -46,6 +51,8 @@ def devicefarm(out: Path, ns, items, files) -> list[Path]:
         f'for f in mobilellm-artifacts/*; do {adb} push "$f" {remote}/ > /dev/null || exit 1; done; echo pushed',
         f"{adb} shell chmod 755 {remote}",
         f"{adb} shell 'chmod 644 {remote}/*'",
+        # an onnxruntime-genai directory went over whole: the app must list it and read its files
+        *[f"{adb} shell 'chmod 755 {remote}/{d} && chmod 644 {remote}/{d}/*'" for d in subdirs(files)],
         f"{adb} shell run-as {android.PACKAGE} rm -rf files/results-farm-*",
         f"{adb} shell rm -rf {EXTERNAL_RESULTS}",
     ]
@@ -81,7 +88,9 @@ def firebase(out: Path, ns, items, files) -> list[Path]:
     rid = farm.run_id()
     groups = {}
     for i, ((art, man), name) in enumerate(zip(items, out_names(items))):
-        mine = {art.name, art.name + ".manifest.json"} | {n for _, n in files if n.startswith(art.name + ".tokenizer")}
+        genai = (man.get("genai_dir") or {}).get("path")
+        mine = {art.name, art.name + ".manifest.json"} | {n for _, n in files if n.startswith(art.name + ".tokenizer")
+                                                          or (genai and n.startswith(genai + "/"))}
         env = {k: str(v) for k, v in android.bench_args(ns, art.name, name)}
         env["timeout_s"] = str(int(ns.timeout))
         groups[f"mobilellm-{i}"] = {

@@ -39,7 +39,8 @@ def test_committed_golden_results_validate():
     for m in ("load_ms", "init_ms", "decode_ms", "prefill_ms", "decode_tokens_per_s"):
         assert sorted(r["statistic"] for r in recs if r["metric"] == m) == ["median", "min", "p10", "p90"]
     assert all(r["os"].startswith("Android ") and "(API " in r["os"] for r in recs)
-    assert all(set(r["runtime"]) == {"executorch-android", "onnxruntime-android", "app"} for r in recs)
+    assert all(set(r["runtime"]) == {"executorch-android", "onnxruntime-android", "onnxruntime-genai-android", "app"}
+               for r in recs)
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +99,13 @@ def test_manifest_reader_reads_a_mobilellm_manifest(classes, tmp_path, preset, s
     args = from_name(preset)
     art = tmp_path / f"{preset}_w8a8_{backend}{suffix}"
     art.write_bytes(b"x")
+    # an ONNX export's manifest names its onnxruntime-genai directory as export/backends/onnx.py _genai_dir does
+    genai = {"genai_dir": {"path": art.with_suffix(".genai").name, "config": "genai_config.json",
+                           "loader": "onnxruntime_genai.Model(dir)", "files": ["genai_config.json", "model.onnx"]}
+             } if suffix == ".onnx" else {}
     write_manifest(art, {"artifact": art.name, "backend": backend, "quant": {"scheme": "w8a8"},
                          "model": model_section(args, "random"), "max_seq_len": 256, "tokenizer": None,
-                         "sizes": {"file_bytes": 1}, "sha256": "ab" * 32})
+                         "sizes": {"file_bytes": 1}, "sha256": "ab" * 32, **genai})
     p = java(classes, "org.mobilellm.core.Tool", "manifest", str(manifest_path(art)))
     assert p.returncode == 0, p.stderr
     got = json.loads(p.stdout)
@@ -109,7 +114,8 @@ def test_manifest_reader_reads_a_mobilellm_manifest(classes, tmp_path, preset, s
         "stored_blocks": args.n_layers, "executed_blocks": args.n_executed, "repeat": args.repeat,
         "param_count": args.param_count(), "max_seq_len": 256, "vocab_size": args.vocab_size,
         "n_kv_heads": args.n_kv_heads, "head_dim": args.head_dim, "sha256": "ab" * 32, "file_bytes": 1,
-        "tokenizer": None, "runtime": "executorch" if suffix == ".pte" else "onnxruntime"}
+        "tokenizer": None, "genai_dir": genai["genai_dir"]["path"] if genai else None,
+        "runtime": "executorch" if suffix == ".pte" else "onnxruntime"}
 
 
 @needs_jdk

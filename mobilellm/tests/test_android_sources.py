@@ -78,3 +78,70 @@ def test_instrumentation_benchmark_is_wired_and_reuses_the_activity():
                                                                     prompt_len=1, gen_tokens=1))(), "a", "o")]
     for k in host:
         assert f'"{k}"' in request, f"the host's argument {k} is not one BenchmarkRequest reads"
+
+
+def test_onnxruntime_genai_is_pinned_beside_onnxruntime():
+    """The genai AAR carries no ONNX Runtime of its own: both are dependencies, at the Python side's versions
+    (pyproject: onnxruntime==1.32.0, the genai extra's onnxruntime-genai==0.18.0), and every record says both."""
+    toml = (APP / "gradle" / "libs.versions.toml").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    ort = re.search(r'^onnxruntime = "([\d.]+)"$', toml, re.M).group(1)
+    genai = re.search(r'^onnxruntimeGenai = "([\d.]+)"$', toml, re.M).group(1)
+    assert f'"onnxruntime=={ort}"' in pyproject and re.search(rf'^genai = \["onnxruntime-genai=={genai}"\]', pyproject, re.M)
+    assert genai == "0.18.0"
+    assert ('onnxruntime-genai-android = { module = "com.microsoft.onnxruntime:onnxruntime-genai-android", '
+            'version.ref = "onnxruntimeGenai" }') in toml
+    gradle = (APP / "app" / "build.gradle.kts").read_text()
+    assert "implementation(libs.onnxruntime.android)" in gradle and "implementation(libs.onnxruntime.genai.android)" in gradle
+    assert "libs.versions.onnxruntimeGenai.get()" in gradle
+    assert '"onnxruntime-genai-android" to BuildConfig.ONNXRUNTIME_GENAI_VERSION' in (KOTLIN / "Platform.kt").read_text()
+
+
+# onnxruntime-genai's Java API (src/java/src/main/java/ai/onnxruntime/genai/*.java, read at the newest
+# stored snapshot of microsoft/onnxruntime-genai): the calls Genai.kt may make, as (class, member).
+GENAI_JAVA_API = {
+    ("Config", "Config(String)"), ("Config", "overlay(String)"), ("Config", "close()"),
+    ("Model", "Model(Config)"), ("Model", "close()"),
+    ("GeneratorParams", "GeneratorParams(Model)"), ("GeneratorParams", "setSearchOption(String, double)"),
+    ("GeneratorParams", "close()"),
+    ("Generator", "Generator(Model, GeneratorParams)"), ("Generator", "appendTokens(int[])"),
+    ("Generator", "tokenCount()"), ("Generator", "rewindTo(long)"), ("Generator", "generateNextToken()"),
+    ("Generator", "getLastTokenInSequence(long)"), ("Generator", "close()"),
+}
+
+
+def test_genai_engine_is_registered_and_uses_the_generator_as_the_host_does():
+    """A pushed `<name>.genai/` (the manifest's genai_dir, with its genai_config.json) runs through
+    onnxruntime-genai in the benchmark and the chat; load = Model, init = GeneratorParams + Generator (the
+    host's GenaiSession); the timed run only appends (the greedy choice is nextToken's)."""
+    runtimes = (KOTLIN / "Runtimes.kt").read_text()
+    assert '"onnxruntime" -> onnx(file, m, threads)' in runtimes
+    assert "m.genaiDirIn(file.parentFile!!)?.let { GenaiLlmSession(it, m, threads) } ?: OrtLlmSession(file, m, threads)" \
+        in runtimes
+    chat = (KOTLIN / "ChatEngines.kt").read_text()
+    assert "Runtimes.onnx(file, m, threads)" in chat and "session.nextToken()" in chat
+    src = (KOTLIN / "Genai.kt").read_text()
+    imports = set(re.findall(r"^import ai\.onnxruntime\.genai\.(\w+)$", src, re.M))
+    assert imports == {"Config", "Model", "GeneratorParams", "Generator"}
+    body = lambda name: re.search(rf"override fun {name}\(.*?\n    }}\n", src, re.S).group(0)  # noqa: E731
+    assert "Model(c)" in body("load") and "Generator(" not in body("load")
+    assert body("init").index("GeneratorParams(mdl)") < body("init").index("Generator(mdl, p)")
+    run = body("run")
+    assert "g.rewindTo(startPos.toLong())" in run and "g.appendTokens(" in run and "generateNextToken" not in run
+    nxt = body("nextToken")
+    assert nxt.index("g.generateNextToken()") < nxt.index("g.getLastTokenInSequence(0)")
+    assert "override fun lastLogits(): FloatArray? = null" in src
+    called = set(re.findall(r"\b(?:c|g|p|mdl)\.(\w+)\(", src)) | set(re.findall(r"\b(Config|Model|GeneratorParams|Generator)\(", src))
+    known = {member.split("(")[0] for _, member in GENAI_JAVA_API}
+    assert called <= known, f"not in onnxruntime-genai's Java API: {called - known}"
+
+
+def test_plain_onnx_session_runs_the_shared_cache_contract():
+    """A new `.onnx`/`.ort` binds one buffer per cache tensor as past input and (pinned) present output,
+    with attention_mask; the contract is chosen from the input names by the core (OnnxContract, JVM-tested)."""
+    src = (KOTLIN / "Runtimes.kt").read_text()
+    assert "OnnxContract.of(s.inputNames.toList(), m.executedBlocks, file.name)" in src
+    assert "s.run(inputs, setOf(LOGITS), contract.present.zip(past).toMap())" in src
+    assert "contract.secondValues(startPos, ids.size)" in src and "contract.initialCachePositions(m.maxSeqLen)" in src
+    assert "allocateDirect(4 * n).order(ByteOrder.nativeOrder()).asFloatBuffer()" in src, "direct: wrapped, not copied"
+    assert '"position_ids"' not in src and '"input_pos"' not in src, "input names live in OnnxContract only"

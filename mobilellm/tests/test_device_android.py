@@ -65,7 +65,8 @@ if argv[0] not in ("shell", "exec-out"):
 cmd = shlex.split(" ".join(argv[1:]))
 name = cmd[0]
 if name == "mkdir":
-    dev(cmd[-1]).mkdir(parents=True, exist_ok=True)
+    for d in cmd[2:]:
+        dev(d).mkdir(parents=True, exist_ok=True)
     out()
 if name == "chmod":
     out()
@@ -284,6 +285,55 @@ def test_pushes_benchmarks_pulls_and_saves(phone, artifacts, tmp_path, capsys):
     pushed = [c[3] for c in phone.calls()[before:] if c[2:3] == ["push"]]
     assert pushed and not any(p.endswith((".pte", ".onnx")) for p in pushed), pushed
     assert "not built (--no-report)" in capsys.readouterr().out
+
+
+def make_genai_artifact(folder: Path, name: str = "LS-tiny_w8a8-block_onnx.onnx", **kw) -> Path:
+    """An ONNX artifact with its onnxruntime-genai directory, laid out as export/genai.py writes it: model.onnx a
+    hard link to the artifact, genai_config.json, tokenizer files; the manifest names it as export/backends/onnx.py
+    does."""
+    from mobilellm.export.genai import genai_dir
+    art_path = folder / name
+    d = genai_dir(art_path)
+    d.mkdir()
+    art = make_artifact(folder, name, "onnx", payload=b"shared-cache onnx", **kw,
+                        genai_dir={"path": d.name, "config": "genai_config.json",
+                                   "loader": "onnxruntime_genai.Model(dir)",
+                                   "files": ["genai_config.json", "model.onnx", "tokenizer.model"]})
+    os.link(art, d / "model.onnx")
+    (d / "genai_config.json").write_text(json.dumps({"model": {"decoder": {"filename": "model.onnx"}}}))
+    (d / "tokenizer.model").write_bytes(b"sentencepiece")
+    return art
+
+
+def test_an_onnx_artifact_takes_its_genai_directory(phone, tmp_path, capsys):
+    """The app runs `<name>.genai/` through onnxruntime-genai when it is beside the .onnx: the host pushes it
+    file by file (model.onnx, a hard link here, as a file), creates and opens the folder for the app, and
+    leaves model.onnx alone when the device has the same bytes."""
+    d = tmp_path / "arts"
+    d.mkdir()
+    art = make_genai_artifact(d)
+    make_artifact(d, "LS-tiny_w8a8_onnx.onnx", "onnx", payload=b"growing-cache onnx",  # no genai_dir: plain session
+                  genai_dir={"path": "LS-tiny_w8a8_onnx.genai"})  # named but not there
+    assert run("--artifacts", d, "--out", tmp_path / "o", "--no-report") == 0
+    err = capsys.readouterr().err
+    assert "LS-tiny_w8a8_onnx.onnx: its onnxruntime-genai directory LS-tiny_w8a8_onnx.genai is not beside it" in err
+    remote = "/data/local/tmp/mobilellm"
+    g = f"{remote}/LS-tiny_w8a8-block_onnx.genai"
+    for name in ("genai_config.json", "model.onnx", "tokenizer.model"):
+        assert phone.file(f"{g}/{name}").is_file(), name
+    assert phone.file(f"{g}/model.onnx").read_bytes() == art.read_bytes()
+    assert phone.file(f"{remote}/{art.name}").is_file(), "the .onnx itself goes too (the plain session's file)"
+    shells = [c[3] for c in phone.calls() if c[2:3] == ["shell"]]
+    assert f"mkdir -p {remote} {g}" in shells and f"chmod 755 {remote} {g}" in shells
+    chmod = next(c for c in shells if c.startswith("chmod 644"))
+    assert f"{g}/model.onnx" in chmod.split() and f"{g}/genai_config.json" in chmod.split()
+    pushes = [c[4] for c in phone.calls() if c[2:3] == ["push"]]
+    assert f"{g}/model.onnx" in pushes
+    # again: model.onnx is on the device with the manifest's sha256, the small files go again
+    before = len(phone.calls())
+    assert run("--artifacts", d, "--out", tmp_path / "o", "--no-report") == 0
+    pushes = [c[4] for c in phone.calls()[before:] if c[2:3] == ["push"]]
+    assert f"{g}/genai_config.json" in pushes and f"{g}/model.onnx" not in pushes, pushes
 
 
 def test_the_console_script_end_to_end(phone, artifacts, tmp_path, cli):

@@ -141,6 +141,29 @@ def test_android_firebase_args(artifacts, tmp_path):
     assert yaml.safe_load(text) == groups
 
 
+def test_android_farms_carry_the_genai_directory(tmp_path):
+    """An ONNX artifact's `<name>.genai/` goes into the zip as a folder (Device Farm pushes it whole and opens
+    it for the app) and into Firebase's other-files file by file."""
+    from mobilellm.tests.test_device_android import make_genai_artifact
+    d = tmp_path / "a"
+    d.mkdir()
+    art = make_genai_artifact(d)
+    g = "LS-tiny_w8a8-block_onnx.genai"
+    assert android("--spec", "devicefarm", tmp_path / "df", "--artifacts", d) == 0
+    with zipfile.ZipFile(tmp_path / "df" / "mobilellm-artifacts.zip") as z:
+        assert {f"{g}/model.onnx", f"{g}/genai_config.json", f"{g}/tokenizer.model", art.name} <= set(z.namelist())
+        assert z.read(f"{g}/model.onnx") == art.read_bytes()
+    pre = read_yaml((tmp_path / "df" / "devicefarm-testspec.yml").read_text())["phases"]["pre_test"]["commands"]
+    chmod = [c for c in pre if f"/data/local/tmp/mobilellm/{g}" in c]
+    assert chmod == [f'adb -s "$DEVICEFARM_DEVICE_UDID" shell \'chmod 755 /data/local/tmp/mobilellm/{g} && '
+                     f'chmod 644 /data/local/tmp/mobilellm/{g}/*\'']
+    assert pre.index(chmod[0]) > next(i for i, c in enumerate(pre) if "chmod 644 /data/local/tmp/mobilellm/*" in c)
+    assert android("--spec", "firebase", tmp_path / "fb", "--artifacts", d) == 0
+    other = read_yaml((tmp_path / "fb" / "firebase-args.yml").read_text())["mobilellm-0"]["other-files"]
+    for name in ("model.onnx", "genai_config.json", "tokenizer.model"):
+        assert Path(other[f"/data/local/tmp/mobilellm/{g}/{name}"]).is_file(), name
+
+
 def test_ios_specs(tmp_path):
     from mobilellm.tests.test_device_ios import GOLDEN, GOLDEN_ARTIFACTS
     d = tmp_path / "a"

@@ -2,7 +2,6 @@ package org.mobilellm.demo
 
 import java.io.Closeable
 import java.io.File
-import org.mobilellm.core.Benchmark
 import org.mobilellm.core.Manifest
 import org.mobilellm.core.SentencePiece
 import org.pytorch.executorch.extension.llm.LlmCallback
@@ -69,10 +68,13 @@ class ExecuTorchChat(file: File, private val m: Manifest, tokenizer: File) : Cha
     }
 }
 
-/** ONNX Runtime session + the Java SentencePiece tokenizer, greedy decoding with the KV cache. */
+/**
+ * An ONNX artifact (its onnxruntime-genai directory when pushed, else the file in a plain ONNX Runtime
+ * session: Runtimes.onnx) + the Java SentencePiece tokenizer, greedy decoding with the KV cache.
+ */
 class OrtChat(file: File, private val m: Manifest, tokenizer: File, threads: Int) : ChatEngine {
     private val sp = SentencePiece.load(tokenizer)
-    private val session = OrtLlmSession(file, m, threads).also { it.load(); it.init() }
+    private val session = Runtimes.onnx(file, m, threads).also { it.load(); it.init() }
 
     @Volatile private var stopped = false
 
@@ -86,12 +88,12 @@ class OrtChat(file: File, private val m: Manifest, tokenizer: File, threads: Int
         stopped = false
         val ids = (listOf(sp.bosId) + sp.encode(prompt)).map { it.toLong() }.toLongArray()
         require(ids.size < m.maxSeqLen) { "the prompt has ${ids.size} tokens; the artifact holds ${m.maxSeqLen}" }
-        var logits = Benchmark.forward(session, ids, 0, true)
+        session.run(ids, 0, true)
         val out = ArrayList<Int>()
         var shown = ""
         var pos = ids.size
         while (!stopped && out.size < maxNew && pos < m.maxSeqLen) {
-            val tok = Benchmark.argmax(logits)
+            val tok = session.nextToken().toInt() // argmax of the logits, or onnxruntime-genai's greedy choice
             if (tok == sp.eosId) break
             out += tok
             val text = sp.decode(out)
@@ -99,7 +101,7 @@ class OrtChat(file: File, private val m: Manifest, tokenizer: File, threads: Int
                 onText(text.substring(shown.length))
                 shown = text
             }
-            logits = Benchmark.forward(session, longArrayOf(tok.toLong()), pos, true)
+            session.run(longArrayOf(tok.toLong()), pos, true)
             pos++
         }
         return out.size

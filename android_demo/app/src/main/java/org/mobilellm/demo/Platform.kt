@@ -34,6 +34,7 @@ object DeviceInfo {
     fun runtime(): MutableMap<String, Any> = linkedMapOf(
         "executorch-android" to BuildConfig.EXECUTORCH_VERSION,
         "onnxruntime-android" to BuildConfig.ONNXRUNTIME_VERSION,
+        "onnxruntime-genai-android" to BuildConfig.ONNXRUNTIME_GENAI_VERSION,
         "app" to BuildConfig.VERSION_NAME,
     )
 

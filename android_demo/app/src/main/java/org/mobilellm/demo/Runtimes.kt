@@ -8,9 +8,11 @@ import ai.onnxruntime.TensorInfo
 import java.io.File
 import java.io.FileInputStream
 import java.nio.ByteBuffer
+import java.nio.ByteOrder
 import java.nio.LongBuffer
 import org.mobilellm.core.Benchmark
 import org.mobilellm.core.Manifest
+import org.mobilellm.core.OnnxContract
 import org.pytorch.executorch.EValue
 import org.pytorch.executorch.Module
 import org.pytorch.executorch.Tensor
@@ -20,9 +22,16 @@ object Runtimes {
     fun session(file: File, m: Manifest, threads: Int, loadMode: String): Benchmark.Session =
         when (m.runtime()) {
             "executorch" -> ExecuTorchSession(file.path, threads, executorchLoadMode(loadMode))
-            "onnxruntime" -> OrtLlmSession(file, m, threads)
+            "onnxruntime" -> onnx(file, m, threads)
             else -> throw IllegalArgumentException(m.whyNotRunnable())
         }
+
+    /**
+     * An ONNX artifact: its onnxruntime-genai directory through the generator when the host pushed it
+     * beside the file (manifest `genai_dir`), else the file in a plain ONNX Runtime session.
+     */
+    fun onnx(file: File, m: Manifest, threads: Int): Benchmark.Session =
+        m.genaiDirIn(file.parentFile!!)?.let { GenaiLlmSession(it, m, threads) } ?: OrtLlmSession(file, m, threads)
 
     fun executorchLoadMode(name: String): Int = when (name) {
         "file" -> Module.LOAD_MODE_FILE
@@ -75,23 +84,25 @@ class ExecuTorchSession(private val path: String, private val threads: Int, priv
 }
 
 /**
- * An ONNX decode step: inputs `input_ids` int64 [1,T], `position_ids` int64 [1,T] (files written before
- * 2026-12-02: `tokens` [1,T] and `input_pos` [1]),
- * `past_key_values.N.key/value` [1, n_kv_heads, P, head_dim]; outputs `logits` and
- * `present.N.key/value` (P+T positions). The cache lives here, between calls. load: reading the
- * model bytes; init: creating the OrtSession from them.
+ * An `.onnx` or `.ort` file in a plain ONNX Runtime session, run under the contract its input names
+ * say (OnnxContract, as the host's OnnxSession reads them). A current export keeps one buffer of
+ * max_seq_len positions per cache tensor, passed as its `past_key_values.N.*` input and, pinned, as
+ * its `present.N.*` output: the GroupQueryAttention node writes the step's positions in place and
+ * attends to the first `attention_mask` positions, so a rewind is only a shorter mask (the host binds
+ * the same buffer twice with IO binding; onnxruntime-genai calls it past_present_share_buffer). Older
+ * exports grow their cache (present = past + T positions, kept as the next past). load: reading the
+ * model bytes; init: creating the OrtSession from them, and the cache.
  */
 class OrtLlmSession(private val file: File, private val m: Manifest, private val threads: Int) : Benchmark.Session {
     private val env: OrtEnvironment = OrtEnvironment.getEnvironment()
     private var bytes: ByteArray? = null
     private var session: OrtSession? = null
-    private var pastNames: List<String> = emptyList()
-    private var legacy = false // inputs named tokens / input_pos (files written before 2026-12-02)
-    private var past: List<OnnxTensor> = emptyList()
-    private var pastOwned = true // our own empty tensors, else owned by `held`
-    private var held: OrtSession.Result? = null
+    private lateinit var contract: OnnxContract
+    private var past: List<OnnxTensor> = emptyList() // shared: the buffers; growing: the current past
+    private var pastOwned = true // our own tensors, else owned by `held`
+    private var held: OrtSession.Result? = null // growing: the run whose presents are the past
     private var pastLen = 0
-    private var lastResult: OrtSession.Result? = null // an uncommitted run's outputs, until lastLogits
+    private var lastResult: OrtSession.Result? = null // outputs not kept as the cache, until the next run
     private var lastLogitsTensor: OnnxTensor? = null
 
     override fun load() {
@@ -115,24 +126,22 @@ class OrtLlmSession(private val file: File, private val m: Manifest, private val
         val s = if (b != null) env.createSession(b, opts) else env.createSession(file.path, opts)
         bytes = null
         session = s
-        pastNames = s.inputNames.filter { it.startsWith("past_key_values.") }
-        check(pastNames.size == 2 * m.executedBlocks) {
-            "${file.name}: ${pastNames.size} past_key_values inputs, expected 2 x ${m.executedBlocks} executed blocks"
-        }
-        legacy = "tokens" in s.inputNames
-        for (need in if (legacy) listOf("tokens", "input_pos") else listOf("input_ids", "position_ids")) {
-            check(need in s.inputNames) { "${file.name}: no input '$need' (inputs: ${s.inputNames})" }
-        }
+        contract = OnnxContract.of(s.inputNames.toList(), m.executedBlocks, file.name)
         resetCache()
     }
 
-    private fun emptyCache(name: String): OnnxTensor {
+    override fun settings(): Map<String, Any> =
+        mapOf("onnx_api" to "OrtSession", "onnx_cache" to if (contract.sharesCache()) "shared" else "growing")
+
+    /** A cache tensor of `positions` positions in direct memory, which the tensor wraps without a copy. */
+    private fun cacheTensor(name: String, positions: Int): OnnxTensor {
         val info = session!!.inputInfo[name]!!.info as TensorInfo
-        val shape = longArrayOf(1, m.nKvHeads.toLong(), 0, m.headDim.toLong())
+        val shape = longArrayOf(1, m.nKvHeads.toLong(), positions.toLong(), m.headDim.toLong())
+        val n = m.nKvHeads * positions * m.headDim
         return if (info.type == OnnxJavaType.FLOAT16) {
-            OnnxTensor.createTensor(env, ByteBuffer.allocateDirect(0), shape, OnnxJavaType.FLOAT16)
+            OnnxTensor.createTensor(env, ByteBuffer.allocateDirect(2 * n).order(ByteOrder.nativeOrder()), shape, OnnxJavaType.FLOAT16)
         } else {
-            OnnxTensor.createTensor(env, java.nio.FloatBuffer.allocate(0), shape)
+            OnnxTensor.createTensor(env, ByteBuffer.allocateDirect(4 * n).order(ByteOrder.nativeOrder()).asFloatBuffer(), shape)
         }
     }
 
@@ -145,7 +154,8 @@ class OrtLlmSession(private val file: File, private val m: Manifest, private val
 
     private fun resetCache() {
         releaseCache()
-        past = pastNames.map { emptyCache(it) }
+        val positions = contract.initialCachePositions(m.maxSeqLen)
+        past = contract.past.map { cacheTensor(it, positions) }
         pastOwned = true
         pastLen = 0
     }
@@ -154,38 +164,50 @@ class OrtLlmSession(private val file: File, private val m: Manifest, private val
     // (OnnxTensor.getFloatBuffer copies the whole [1, T, vocab] output).
     override fun run(ids: LongArray, startPos: Int, commit: Boolean) {
         val s = checkNotNull(session) { "forward before init" }
-        if (startPos == 0 && pastLen != 0) resetCache()
-        check(startPos == pastLen) { "the ONNX cache holds $pastLen positions; cannot run at position $startPos" }
+        check(startPos + ids.size <= m.maxSeqLen) { "positions up to ${startPos + ids.size} do not fit max_seq_len ${m.maxSeqLen}" }
+        if (!contract.sharesCache() && startPos == 0 && pastLen != 0) resetCache()
+        if (contract.sharesCache()) {
+            check(startPos <= pastLen) { "the ONNX cache holds $pastLen positions; cannot run at position $startPos" }
+        } else {
+            check(startPos == pastLen) { "the ONNX cache holds $pastLen positions; cannot run at position $startPos" }
+        }
         lastResult?.close()
         lastResult = null
+        lastLogitsTensor = null
         val tokens = OnnxTensor.createTensor(env, LongBuffer.wrap(ids), longArrayOf(1, ids.size.toLong()))
-        val pos = if (legacy) {
-            OnnxTensor.createTensor(env, LongBuffer.wrap(longArrayOf(startPos.toLong())), longArrayOf(1))
-        } else {
-            val p = LongArray(ids.size) { startPos.toLong() + it }
-            OnnxTensor.createTensor(env, LongBuffer.wrap(p), longArrayOf(1, ids.size.toLong()))
-        }
+        val second = OnnxTensor.createTensor(
+            env, LongBuffer.wrap(contract.secondValues(startPos, ids.size)), contract.secondShape(startPos, ids.size))
         val inputs = HashMap<String, OnnxTensor>()
-        inputs[if (legacy) "tokens" else "input_ids"] = tokens
-        inputs[if (legacy) "input_pos" else "position_ids"] = pos
-        pastNames.forEachIndexed { i, n -> inputs[n] = past[i] }
+        inputs[contract.tokens] = tokens
+        inputs[contract.second] = second
+        contract.past.forEachIndexed { i, n -> inputs[n] = past[i] }
         val result = try {
-            s.run(inputs)
+            if (contract.sharesCache()) {
+                // each present output pinned to its past buffer: written in place, nothing allocated or copied
+                s.run(inputs, setOf(LOGITS), contract.present.zip(past).toMap())
+            } else {
+                s.run(inputs)
+            }
         } finally {
             tokens.close()
-            pos.close()
+            second.close()
         }
-        lastLogitsTensor = result.get("logits").get() as OnnxTensor
-        if (commit) {
-            // keep the presents as the next past without copying: the Result owns them (and the logits)
-            val presents = pastNames.map { result.get(it.replace("past_key_values.", "present.")).get() as OnnxTensor }
-            releaseCache()
-            past = presents
-            pastOwned = false
-            held = result
-            pastLen = startPos + ids.size
-        } else {
-            lastResult = result
+        lastLogitsTensor = result.get(LOGITS).get() as OnnxTensor
+        when {
+            contract.sharesCache() -> {
+                lastResult = result // owns the logits only: the pinned buffers stay ours
+                pastLen = if (commit) startPos + ids.size else minOf(pastLen, startPos)
+            }
+            commit -> {
+                // keep the presents as the next past without copying: the Result owns them (and the logits)
+                val presents = contract.present.map { result.get(it).get() as OnnxTensor }
+                releaseCache()
+                past = presents
+                pastOwned = false
+                held = result
+                pastLen = startPos + ids.size
+            }
+            else -> lastResult = result
         }
     }
 
@@ -207,5 +229,9 @@ class OrtLlmSession(private val file: File, private val m: Manifest, private val
         releaseCache()
         session?.close()
         session = null
+    }
+
+    companion object {
+        const val LOGITS = "logits"
     }
 }

@@ -1,6 +1,7 @@
 package org.mobilellm.core;
 
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -38,8 +39,24 @@ public final class Benchmark {
      */
     void run(long[] ids, int startPos, boolean commit) throws Exception;
 
-    /** The logits of the last token of the previous run, copied out of the runtime's output. */
+    /**
+     * The logits of the last token of the previous run, copied out of the runtime's output; null from a
+     * runtime that hands out no logits (onnxruntime-genai's Java API), which then overrides nextToken.
+     */
     float[] lastLogits() throws Exception;
+
+    /**
+     * The greedy token after the previous run: argmax of lastLogits, or the runtime's own greedy search
+     * where it keeps its logits. Part of a generation step (timed with it in decode_tokens_per_s).
+     */
+    default long nextToken() throws Exception {
+      return argmax(lastLogits());
+    }
+
+    /** What the records should say about how this runtime ran the artifact (e.g. which API); may be empty. */
+    default Map<String, Object> settings() {
+      return Collections.emptyMap();
+    }
 
     void close();
   }
@@ -174,6 +191,7 @@ public final class Benchmark {
     }
     log.line(m.artifact + ": load/init done (" + rounds + " rounds)");
     try {
+      common.values.putAll(s.settings());
       double pssInit = probe.pssMb();
       long[] prompt = promptIds(p, m.vocabSize);
       List<Double> prefill = new ArrayList<>(), prefillTps = new ArrayList<>();
@@ -186,8 +204,17 @@ public final class Benchmark {
         add(i, c, prefillTpsW, prefillTps, p / ((t1 - t0) / 1e9));
       }
       float[] logits = s.lastLogits(); // after the clock: the copy is not prefill
-      checkLogits(logits, m);
-      long next = argmax(logits);
+      long next;
+      if (logits != null) {
+        checkLogits(logits, m);
+        next = argmax(logits);
+      } else { // a runtime that keeps its logits: its greedy token, which must be in the vocabulary
+        next = s.nextToken();
+        if (next < 0 || next >= m.vocabSize) {
+          throw new IllegalStateException(m.artifact + ": the runtime chose token " + next + ", outside the manifest's "
+              + "vocab_size " + m.vocabSize);
+        }
+      }
       List<Double> decode = new ArrayList<>(), decodeW = new ArrayList<>();
       for (int i = 0; i < rounds; i++) {
         long t0 = probe.nanoTime();
@@ -199,9 +226,9 @@ public final class Benchmark {
       List<Double> gen = new ArrayList<>(), genW = new ArrayList<>();
       for (int i = 0; i < rounds; i++) {
         s.run(prompt, 0, true);
-        long tok = argmax(s.lastLogits());
         long t0 = probe.nanoTime();
-        for (int k = 0; k < n; k++) tok = argmax(forward(s, new long[] {tok}, p + k, true));
+        // a step: choose the token after the last run, feed it (never a choice past position p + n - 1)
+        for (int k = 0; k < n; k++) s.run(new long[] {s.nextToken()}, p + k, true);
         long t1 = probe.nanoTime();
         add(i, c, genW, gen, n / ((t1 - t0) / 1e9));
       }

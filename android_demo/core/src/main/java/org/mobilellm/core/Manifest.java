@@ -47,6 +47,11 @@ public final class Manifest {
   public final String dataFile;
   /** The quantization scheme as the manifest spells it (without the "+emb8" of `scheme`). */
   public final String quantScheme;
+  /**
+   * The onnxruntime-genai model directory exported beside an ONNX artifact (manifest "genai_dir.path",
+   * e.g. "LS-125M_w8a8_onnx.genai"), or null.
+   */
+  public final String genaiDir;
 
   private Manifest(Map<String, Object> d, String where) throws Invalid {
     if (!SCHEMA.equals(d.get("schema"))) {
@@ -79,6 +84,21 @@ public final class Manifest {
     if (maxSeqLen < 2) throw new Invalid(where + ": max_seq_len must be >= 2, got " + maxSeqLen);
     Object data = Json.at(d, "data_file");
     dataFile = data instanceof String ? (String) data : null;
+    Object genai = Json.at(d, "genai_dir.path");
+    genaiDir = genai instanceof String ? (String) genai : null;
+  }
+
+  /** The file onnxruntime-genai opens a model directory by (export/genai.py writes it). */
+  public static final String GENAI_CONFIG = "genai_config.json";
+
+  /**
+   * The onnxruntime-genai directory of this artifact in `dir` when the host pushed it (it holds its
+   * genai_config.json), else null: then the plain ONNX Runtime session runs the artifact file.
+   */
+  public File genaiDirIn(File dir) {
+    if (genaiDir == null) return null;
+    File d = new File(dir, genaiDir);
+    return new File(d, GENAI_CONFIG).isFile() ? d : null;
   }
 
   /**

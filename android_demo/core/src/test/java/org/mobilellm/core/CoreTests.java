@@ -161,6 +161,66 @@ public final class CoreTests {
     }
   }
 
+  static void testGenaiDirOnlyWhenPushed() throws Exception {
+    String onnx = MANIFEST.replace("m.pte", "m.onnx").replace("\"executorch\"", "\"onnx\"");
+    check(Manifest.parse(onnx, "x").genaiDir == null, "no genai_dir: the plain session");
+    Manifest m = Manifest.parse(onnx.replace("\"max_seq_len\": 512,",
+        "\"max_seq_len\": 512, \"genai_dir\": {\"path\": \"m.genai\", \"config\": \"genai_config.json\"},"), "x");
+    check("m.genai".equals(m.genaiDir) && "onnxruntime".equals(m.runtime()), "genai_dir read");
+    File dir = Files.createTempDirectory("genai").toFile();
+    File g = new File(dir, "m.genai");
+    try {
+      check(m.genaiDirIn(dir) == null, "not pushed: the .onnx runs in a plain session");
+      check(g.mkdir(), "mkdir");
+      check(m.genaiDirIn(dir) == null, "a directory without genai_config.json is not one");
+      write(new File(g, Manifest.GENAI_CONFIG), "{}");
+      check(g.equals(m.genaiDirIn(dir)), "pushed: onnxruntime-genai opens the directory");
+    } finally {
+      new File(g, Manifest.GENAI_CONFIG).delete();
+      g.delete();
+      dir.delete();
+    }
+  }
+
+  // ------------------------------------------------------------------------------------ ONNX contract
+  static List<String> inputs(String a, String b, int blocks) {
+    List<String> in = new java.util.ArrayList<>(Arrays.asList(a, b));
+    for (int i = 0; i < blocks; i++) {
+      in.add("past_key_values." + i + ".key");
+      in.add("past_key_values." + i + ".value");
+    }
+    return in;
+  }
+
+  static void testOnnxContractFromInputNames() {
+    OnnxContract shared = OnnxContract.of(inputs("input_ids", "attention_mask", 2), 2, "m.onnx");
+    check(shared.kind == OnnxContract.Kind.SHARED && shared.sharesCache(), "shared");
+    check(shared.tokens.equals("input_ids") && shared.second.equals("attention_mask"), "names");
+    check(shared.past.size() == 4 && shared.present.get(3).equals("present.1.value"), "present of " + shared.past.get(3));
+    check(shared.initialCachePositions(512) == 512, "one buffer of max_seq_len positions");
+    // the mask covers every position held after the step: start + T, all ones
+    check(Arrays.equals(shared.secondValues(5, 2), new long[] {1, 1, 1, 1, 1, 1, 1}), "mask");
+    check(Arrays.equals(shared.secondShape(5, 2), new long[] {1, 7}), "mask shape");
+    check(Arrays.equals(shared.secondShape(0, 3), new long[] {1, 3}), "prefill mask shape");
+
+    OnnxContract growing = OnnxContract.of(inputs("input_ids", "position_ids", 2), 2, "m.onnx");
+    check(growing.kind == OnnxContract.Kind.GROWING && !growing.sharesCache(), "growing");
+    check(growing.initialCachePositions(512) == 0, "an empty cache that grows");
+    check(Arrays.equals(growing.secondValues(5, 2), new long[] {5, 6}), "positions");
+    check(Arrays.equals(growing.secondShape(5, 2), new long[] {1, 2}), "positions shape");
+
+    OnnxContract legacy = OnnxContract.of(inputs("tokens", "input_pos", 1), 1, "m.onnx");
+    check(legacy.kind == OnnxContract.Kind.LEGACY && legacy.tokens.equals("tokens"), "legacy");
+    check(Arrays.equals(legacy.secondValues(5, 2), new long[] {5}) && Arrays.equals(legacy.secondShape(5, 2), new long[] {1}),
+        "start position");
+
+    raises(() -> OnnxContract.of(inputs("x", "attention_mask", 2), 2, "m.onnx"), "m.onnx is not a mobilellm ONNX export");
+    raises(() -> OnnxContract.of(inputs("input_ids", "attention_mask", 2), 3, "m.onnx"), "4 past_key_values inputs");
+    List<String> extra = inputs("input_ids", "attention_mask", 1);
+    extra.add("position_ids");
+    raises(() -> OnnxContract.of(extra, 1, "m.onnx"), "of 5 inputs");
+  }
+
   static void write(File f, String s) throws IOException {
     Files.write(f.toPath(), s.getBytes(StandardCharsets.UTF_8));
   }
@@ -300,6 +360,39 @@ public final class CoreTests {
       throw new AssertionError("wrong vocabulary accepted");
     } catch (IllegalStateException e) {
       check(e.getMessage().contains("vocab_size 32000"), e.getMessage());
+    }
+  }
+
+  static void testRuntimeWithoutLogitsIsMeasuredByItsTokens() throws Exception {
+    Manifest m = Manifest.parse(MANIFEST, "x");
+    Benchmark.Config c = new Benchmark.Config();
+    c.warmup = 1;
+    c.iters = 3;
+    c.genTokens = 4;
+    Fakes.Clock clock = new Fakes.Clock();
+    Results r = new Results(Fakes.context());
+    Benchmark.run(() -> {
+      Fakes.Session s = new Fakes.Session(clock, m.vocabSize);
+      s.tokensOnly = true;
+      s.settings.put("onnx_api", "onnxruntime-genai");
+      return s;
+    }, m, c, clock, r, line -> {});
+    check(r.records().size() == 6 * 4 + 4, "every metric, got " + r.records().size());
+    check(value(r, "decode_tokens_per_s", "median") > 1000 / 15.6, "steps of 15 ms");
+    for (Map<String, Object> rec : r.records()) {
+      if (rec.get("statistic").equals("single")) continue;
+      check("onnxruntime-genai".equals(((Map<?, ?>) rec.get("settings")).get("onnx_api")), "the session's settings recorded");
+    }
+    try { // a token outside the vocabulary is caught, as wrong logits are
+      Benchmark.run(() -> {
+        Fakes.Session s = new Fakes.Session(clock, m.vocabSize);
+        s.tokensOnly = true;
+        s.forcedToken = 32000;
+        return s;
+      }, m, c, clock, new Results(Fakes.context()), line -> {});
+      throw new AssertionError("a token outside the vocabulary accepted");
+    } catch (IllegalStateException e) {
+      check(e.getMessage().contains("outside the manifest's vocab_size 32000"), e.getMessage());
     }
   }
 

@@ -75,13 +75,33 @@ final class Fakes {
       last = ids[ids.length - 1];
     }
 
+    /** A runtime that keeps its logits (onnxruntime-genai's Java API): null logits, its own greedy token. */
+    boolean tokensOnly = false;
+    /** The token a tokensOnly session chooses when >= 0 (e.g. one outside the vocabulary). */
+    long forcedToken = -1;
+    /** What the session says about how it ran (Session.settings). */
+    Map<String, Object> settings = new LinkedHashMap<>();
+
     @Override
     public float[] lastLogits() {
       if (last < 0) throw new IllegalStateException("lastLogits before run");
+      if (tokensOnly) return null;
       if (copyMs > 0) clock.now += (long) (copyMs * 1e6);
       float[] logits = new float[vocab];
       logits[(int) ((last * 31 + 7) % vocab)] = 1;
       return logits;
+    }
+
+    @Override
+    public long nextToken() {
+      if (!tokensOnly) return Benchmark.argmax(lastLogits());
+      if (last < 0) throw new IllegalStateException("nextToken before run");
+      return forcedToken >= 0 ? forcedToken : (last * 31 + 7) % vocab;
+    }
+
+    @Override
+    public Map<String, Object> settings() {
+      return settings;
     }
 
     @Override
@@ -94,6 +114,7 @@ final class Fakes {
     Map<String, Object> runtime = new LinkedHashMap<>();
     runtime.put("executorch-android", "1.5.1");
     runtime.put("onnxruntime-android", "1.32.0");
+    runtime.put("onnxruntime-genai-android", "0.18.0");
     runtime.put("app", "0.1.0");
     return new Results.Context("Google Pixel 8 (Google Tensor G3)", "Android 15 (API 35)", runtime, 4,
         "2026-01-01T00:00:00Z");

@@ -50,6 +50,7 @@ public final class Tool {
         d.put("sha256", m.sha256);
         d.put("file_bytes", m.fileBytes);
         d.put("tokenizer", m.tokenizer);
+        d.put("genai_dir", m.genaiDir);
         d.put("runtime", m.runtime());
         System.out.println(Json.write(d, 0));
         break;
