@@ -5,6 +5,10 @@ exists, every source file is in a build phase); mobilellm/tests/test_device_ios.
 committed project is what this script writes. Run it after adding or removing a Swift file:
 
     python ios_demo/tools/make_xcodeproj.py
+
+ExecuTorch is a Swift package referenced here. onnxruntime-genai (for ONNX exports' `.genai`
+directories) is a CocoaPod (ios_demo/Podfile), which `pod install` adds to the project on the Mac
+that builds it: do not commit that change; this script writes the project without it.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ EXECUTORCH_BRANCH = "swiftpm-1.5.1"  # matches executorch==1.5.1 on the Python s
 EXECUTORCH_PRODUCTS = ["executorch", "executorch_llm", "backend_xnnpack", "backend_coreml",
                        "kernels_optimized", "kernels_quantized", "kernels_llm"]
 APP_GROUPS = {"Core": ["MobileLLMCore.swift", "SentencePieceTokenizer.swift"],
-              "Engines": ["LLMSession.swift", "ExecuTorchSession.swift", "CoreMLSession.swift"],
+              # GenaiSession.swift compiles to nothing without the onnxruntime-genai pod (ios_demo/Podfile)
+              "Engines": ["LLMSession.swift", "ExecuTorchSession.swift", "CoreMLSession.swift", "GenaiSession.swift"],
               "App": ["MobileLLMDemoApp.swift", "ArtifactLibrary.swift", "Benchmark.swift", "DeviceInfo.swift"],
               "Views": ["ContentView.swift", "ChatView.swift"]}
 TEST_FILES = ["BenchmarkTests.swift"]

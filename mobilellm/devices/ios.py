@@ -32,7 +32,8 @@ POLL_S = 5.0  # seconds between status polls
 CONTAINER = ("--domain-type", "appDataContainer")
 TOKENIZER_SUFFIXES = (".model", ".json")
 RUN_ARTIFACTS = "artifacts"  # RunLayout.artifacts: Documents/artifacts/, scanned by ArtifactLibrary
-APP_RUNS = (".pte", ".mlpackage", ".mlmodelc")  # Runtimes.byExtension in ios_demo's LLMSession.swift
+APP_RUNS = (".pte", ".mlpackage", ".mlmodelc", ".genai")  # Runtimes.byExtension in ios_demo's LLMSession.swift
+# (.genai: an ONNX export's onnxruntime-genai directory, in builds with the onnxruntime-genai pod)
 
 
 def is_macos() -> bool:
@@ -100,7 +101,8 @@ class Artifact:
 def add_arguments(p):
     d = BenchSettings()
     p.add_argument("--artifacts", type=Path, required=True, metavar="DIR",
-                   help="directory of artifacts (.pte, .mlpackage) with their .manifest.json")
+                   help="directory of artifacts (.pte, .mlpackage, an ONNX export's .genai directory) with their "
+                        ".manifest.json")
     p.add_argument("--udid", help="the phone to use (UDID or identifier from `xcrun devicectl list devices`); "
                                   "needed when several are connected")
     p.add_argument("--bundle-id", default=BUNDLE_ID, help=f"the installed ios_demo app (default {BUNDLE_ID})")
@@ -157,7 +159,11 @@ def find_artifacts(directory: Path) -> list[Artifact]:
     found, skipped = [], []
     for mpath in sorted(directory.glob("*.manifest.json")):
         art = mpath.with_name(mpath.name[: -len(".manifest.json")])
-        if art.name.endswith(".failed") or not art.exists():
+        if art.name.endswith(".failed"):
+            continue
+        if art.suffix == ".onnx":  # the app runs its onnxruntime-genai directory, which shares its manifest
+            art = _genai_dir(art) or art
+        if not art.exists():
             continue
         if art.suffix not in APP_RUNS:
             skipped.append(art.name)
@@ -177,6 +183,13 @@ def find_artifacts(directory: Path) -> list[Artifact]:
         raise UserError(f"no artifacts the iOS app runs ({', '.join(APP_RUNS)}) in {directory}: expected files such "
                         f"as model.pte with model.pte.manifest.json beside them (`mobilellm export --out {directory}`)")
     return found
+
+
+def _genai_dir(onnx: Path) -> Path | None:
+    """The onnxruntime-genai directory the export wrote beside an ONNX artifact (manifest genai_dir), if there."""
+    from mobilellm.manifest import read_manifest
+    d = ((read_manifest(onnx, required=False) or {}).get("genai_dir") or {}).get("path")
+    return onnx.parent / d if d and (onnx.parent / d / "genai_config.json").is_file() else None
 
 
 def _tokenizer_for(art: Path, manifest: dict) -> Path | None:
@@ -266,14 +279,15 @@ def pick_device(devices: list[Device], udid: str | None) -> Device:
 
 def push(ctl: Devicectl, device: Device, bundle_id: str, run_id: str, artifacts: list[Artifact],
          settings: BenchSettings, tmp: Path) -> None:
+    from mobilellm.manifest import manifest_path
     inbox = f"Documents/inbox/{run_id}"
     for a in artifacts:
         say(f"copy     {a.path.name} ({_size_mb(a.path):.1f} MB)")
         ctl.copy_to(device, bundle_id, a.path, f"{inbox}/{a.path.name}")
         if a.data:
             ctl.copy_to(device, bundle_id, a.data, f"{inbox}/{a.data.name}")
-        ctl.copy_to(device, bundle_id, a.path.with_name(a.path.name + ".manifest.json"),
-                    f"{inbox}/{a.path.name}.manifest.json")
+        man = manifest_path(a.path)  # a .genai directory's is its .onnx's, under that name
+        ctl.copy_to(device, bundle_id, man, f"{inbox}/{man.name}")
         if a.tokenizer:
             ctl.copy_to(device, bundle_id, a.tokenizer, f"{inbox}/{a.path.name}.tokenizer{a.tokenizer.suffix}")
         else:

@@ -27,10 +27,11 @@ def add_arguments(p):
 
 
 def files(artifacts: list[ios.Artifact]) -> list[tuple[Path, str]]:
+    from mobilellm.manifest import manifest_path
     out = []
     for a in artifacts:
         out.append((a.path, a.path.name))
-        out.append((a.path.with_name(a.path.name + ".manifest.json"), a.path.name + ".manifest.json"))
+        out.append((manifest_path(a.path), manifest_path(a.path).name))  # a .genai directory's: its .onnx's
         if a.data:
             out.append((a.data, a.data.name))
         if a.tokenizer:

@@ -89,7 +89,8 @@ def run_app(root, app_args):
         if mode == "partial" and i == 1:
             status["errors"][name] = "Core ML could not compile the model"
             continue
-        m = json.loads((docs / "artifacts" / (name + ".manifest.json")).read_text())
+        man = name[: -len(".genai")] + ".onnx" if name.endswith(".genai") else name  # manifest_path's mapping
+        m = json.loads((docs / "artifacts" / (man + ".manifest.json")).read_text())
         for r in template:
             r = dict(r, artifact=name, model=m["model"]["name"], variant=m["model"]["variant"],
                      stored_blocks=m["model"]["stored_blocks"], executed_blocks=m["model"]["executed_blocks"],
@@ -312,6 +313,44 @@ def test_swift_sources_feed_core_ml_in_chunks_and_set_the_runner():
     assert 'weightCacheSafe: Set<String> = ["fp32", "w8a8", "8da4w"]' in core
 
 
+# onnxruntime-genai's Objective-C API (src/objectivec/include/ort_genai_objc.h at the newest stored snapshot of
+# microsoft/onnxruntime-genai) as Swift imports it: the selectors GenaiSession.swift calls, by their Swift names.
+GENAI_OBJC_API = {
+    "OGAConfig(path:": "initWithPath:error:", "config.overlay(": "overlay:error:",
+    "OGAModel(config:": "initWithConfig:error:", "OGAGeneratorParams(model:": "initWithModel:error:",
+    'setSearchOption("max_length", doubleValue:': "setSearchOption:doubleValue:error:",
+    "OGAGenerator(model: m, params:": "initWithModel:params:error:", ".rewind(to:": "rewindTo:error:",
+    "g.appendTokens(": "appendTokens:error:", 'g.getOutput("logits")': "getOutput:error:",
+    "logits.dataPointer()": "getDataPointerWithError:",
+}
+
+
+def test_genai_engine_is_wired_and_pinned():
+    """`<name>.genai/` directories run through onnxruntime-genai's Objective-C API when the app is built with its
+    pod (ios_demo/Podfile, at the Python side's genai extra version); without it the app still builds."""
+    podfile = (IOS_DEMO / "Podfile").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    (pin,) = re.findall(r"^\s*pod 'onnxruntime-genai-objc', '([\d.]+)'$", podfile, re.M)
+    assert f'genai = ["onnxruntime-genai=={pin}"]' in pyproject and pin == "0.18.0"
+    assert "platform :ios, '18.0'" in podfile and "target 'MobileLLMDemo' do" in podfile
+    eng = IOS_DEMO / "MobileLLMDemo" / "Engines"
+    src = (eng / "GenaiSession.swift").read_text()
+    assert "#if canImport(onnxruntime_genai_objc)" in src and src.rstrip().endswith("#endif")
+    assert f'static let version = "{pin}"' in src
+    for swift, selector in GENAI_OBJC_API.items():
+        assert swift in src, f"GenaiSession.swift does not call {selector} as {swift}"
+    opened = src[src.index("func open()"):src.index("func forward(")]
+    assert opened.index("OGAModel(config:") < opened.index("let load = ms(since: t0)") < opened.index("OGAGenerator(")
+    registry = (eng / "LLMSession.swift").read_text()
+    assert 'engines["genai"] = { GenaiSession(url: $0.url, manifest: $0.manifest) }' in registry
+    assert registry.index("#if canImport(onnxruntime_genai_objc)") < registry.index('engines["genai"]')
+    chat = (IOS_DEMO / "MobileLLMDemo" / "Views" / "ChatView.swift").read_text()
+    assert "session = try Runtimes.session(for: a)" in chat
+    gen = (IOS_DEMO / "tools" / "make_xcodeproj.py").read_text()
+    assert '"GenaiSession.swift"' in gen
+    assert {"Pods/", "MobileLLMDemo.xcworkspace/"} <= set((IOS_DEMO / ".gitignore").read_text().split())
+
+
 def test_golden_manifests_are_what_export_writes():
     from mobilellm.manifest import model_section, read_manifest
     from mobilellm.models.config import from_name
@@ -372,7 +411,8 @@ def test_copies_runs_and_pulls(fake_phone, artifacts, tmp_path, capsys, monkeypa
     assert run("--artifacts", artifacts, "--out", out, "--iters", 5, "--prompt-len", 32) == 0
     captured = capsys.readouterr()
     stdout = captured.out
-    assert "skip     tiny-random_w8a8_onnx.onnx: the iOS app runs .pte, .mlpackage, .mlmodelc only" in captured.err
+    assert ("skip     tiny-random_w8a8_onnx.onnx: the iOS app runs .pte, .mlpackage, .mlmodelc, .genai only"
+            in captured.err)
     assert "skip     tiny-random_w8a8-ptd_executorch.pte: weights in tiny-random_w8a8-ptd_executorch.ptd" in captured.err
 
     # the results came back, valid, one set per artifact, and went to the report
@@ -417,6 +457,27 @@ def test_copies_runs_and_pulls(fake_phone, artifacts, tmp_path, capsys, monkeypa
     pulls = [c for c in calls_ if c[1:4] == ["device", "copy", "from"]]
     assert opts(pulls[0])["--source"] == f"Documents/results/{run_id}/status.json"
     assert opts(pulls[-2])["--source"] == f"Documents/results/{run_id}/results.json"
+
+
+def test_an_onnx_export_goes_as_its_genai_directory(fake_phone, tmp_path, capsys):
+    """The app runs an ONNX export's `<name>.genai/` (GenaiSession, with the onnxruntime-genai pod): the host
+    copies the directory and the .onnx's manifest under its own name (the app pairs them by the manifest's
+    genai_dir), names the directory in the request, and reads its records back under the directory's name."""
+    from mobilellm.tests.test_device_android import make_genai_artifact
+    d = tmp_path / "a"
+    d.mkdir()
+    art = make_genai_artifact(d)
+    out = tmp_path / "out"
+    assert run("--artifacts", d, "--out", out, "--iters", 3) == 0
+    [results] = out.glob("results-iphone-13-*.json")
+    assert {r["artifact"] for r in results_mod.load(results)} == {"LS-tiny_w8a8-block_onnx.genai"}
+    arts = fake_phone.documents() / "artifacts"
+    assert (arts / "LS-tiny_w8a8-block_onnx.genai" / "model.onnx").read_bytes() == art.read_bytes()
+    assert (arts / "LS-tiny_w8a8-block_onnx.genai" / "genai_config.json").is_file()
+    assert (arts / f"{art.name}.manifest.json").is_file() and not (arts / art.name).exists()
+    assert not (arts / "LS-tiny_w8a8-block_onnx.genai.manifest.json").exists()
+    src = (IOS_DEMO / "MobileLLMDemo" / "App" / "ArtifactLibrary.swift").read_text()
+    assert 'm.genaiDir.map({ dir.appendingPathComponent($0) })' in src and '"genai_config.json"' in src
 
 
 def test_prints_the_report_command_without_the_report_module(fake_phone, artifacts, tmp_path, capsys, monkeypatch):
@@ -491,8 +552,8 @@ def test_an_artifact_the_app_could_not_measure_is_a_warning(fake_phone, artifact
 
 def test_bad_local_input(fake_phone, artifacts, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert "no artifacts the iOS app runs (.pte, .mlpackage, .mlmodelc) in" in error_of(capsys, "--artifacts",
-                                                                                         tmp_path / "empty")
+    assert "no artifacts the iOS app runs (.pte, .mlpackage, .mlmodelc, .genai) in" in error_of(
+        capsys, "--artifacts", tmp_path / "empty")
     assert "is not a directory" in error_of(capsys, "--artifacts", tmp_path / "nope")
     assert "--iters must be >= 1, got 0" in error_of(capsys, "--artifacts", artifacts, "--iters", "0")
     assert "--merge: results file" in error_of(capsys, "--artifacts", artifacts, "--merge", tmp_path / "x.json")

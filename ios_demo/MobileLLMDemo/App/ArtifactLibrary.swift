@@ -11,13 +11,15 @@ struct LibraryArtifact: Identifiable, Hashable {
   func hash(into h: inout Hasher) { h.combine(url) }
 
   /// The tokenizer beside it: `<artifact>.tokenizer.model|json` (what `mobilellm device ios` copies),
-  /// else the manifest's tokenizer file name, else tokenizer.model / tokenizer.json in its folder.
+  /// else the manifest's tokenizer file name, else tokenizer.model / tokenizer.json in its folder, else
+  /// (an onnxruntime-genai directory) the tokenizer.model inside it.
   var tokenizer: URL? {
     let dir = url.deletingLastPathComponent()
     var names = ["\(name).tokenizer.model", "\(name).tokenizer.json"]
     if let t = manifest.tokenizer { names.append(URL(fileURLWithPath: t).lastPathComponent) }
     names += ["tokenizer.model", "tokenizer.json"]
-    return names.map { dir.appendingPathComponent($0) }.first { FileManager.default.fileExists(atPath: $0.path) }
+    let candidates = names.map { dir.appendingPathComponent($0) } + [url.appendingPathComponent("tokenizer.model")]
+    return candidates.first { FileManager.default.fileExists(atPath: $0.path) }
   }
 }
 
@@ -31,7 +33,9 @@ enum ArtifactLibrary {
     [Bundle.main.resourceURL?.appendingPathComponent("Artifacts"), artifactsDir, documents].compactMap { $0 }
   }
 
-  /// Every artifact with a readable manifest, and a line for each one that is unreadable.
+  /// Every artifact with a readable manifest, and a line for each one that is unreadable. An ONNX
+  /// export's onnxruntime-genai directory (its manifest's genai_dir, holding genai_config.json) is an
+  /// artifact of its own, with the .onnx's manifest, whether or not the .onnx is there.
   static func scan() -> (artifacts: [LibraryArtifact], problems: [String]) {
     var found: [LibraryArtifact] = [], problems: [String] = [], seen = Set<String>()
     let fm = FileManager.default
@@ -40,12 +44,19 @@ enum ArtifactLibrary {
       for manifestName in names.sorted() where manifestName.hasSuffix(".manifest.json") {
         let name = String(manifestName.dropLast(".manifest.json".count))
         let url = dir.appendingPathComponent(name)
-        guard !name.hasSuffix(".failed"), fm.fileExists(atPath: url.path), !seen.contains(name) else { continue }
+        guard !name.hasSuffix(".failed"), !seen.contains(name) else { continue }
+        let hasFile = fm.fileExists(atPath: url.path)
         do {
-          found.append(LibraryArtifact(url: url, manifest: try ArtifactManifest.read(artifact: url)))
-          seen.insert(name)
+          let m = try ArtifactManifest.read(artifact: url)
+          var urls: [URL] = hasFile ? [url] : []
+          if let g = m.genaiDir.map({ dir.appendingPathComponent($0) }),
+             fm.fileExists(atPath: g.appendingPathComponent("genai_config.json").path) {
+            urls.append(g)
+          }
+          found += urls.map { LibraryArtifact(url: $0, manifest: m) }
+          if !urls.isEmpty { seen.insert(name) }
         } catch {
-          problems.append("\(name): \(error)")
+          if hasFile { problems.append("\(name): \(error)") }
         }
       }
     }

@@ -65,8 +65,9 @@ struct BenchmarkRunner {
     out.sizeBytes = a.manifest.fileBytes ?? sizeOnDisk(a.url)  // a .pte + .ptd pair: both files
     out.thermalEnd = DeviceInfo.thermalState
 
-    let ctx = RecordContext(manifest: m, device: DeviceInfo.description(hostName: hostDeviceName), os: DeviceInfo.os,
+    var ctx = RecordContext(manifest: m, device: DeviceInfo.description(hostName: hostDeviceName), os: DeviceInfo.os,
                             runtime: DeviceInfo.runtime, threads: llm.threads, timestamp: isoTimestamp())
+    ctx.artifact = a.name  // what ran: an ONNX export's <name>.genai directory shares the .onnx's manifest
     return artifactRecords(out, manifest: m, context: ctx, settings: s, promptLen: p, genTokens: n,
                            runtimeSettings: llm.runtimeSettings)
   }

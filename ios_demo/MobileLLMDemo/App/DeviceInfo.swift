@@ -28,7 +28,11 @@ enum DeviceInfo {
   }
 
   static var runtime: [String: String] {
-    ["executorch": ExecuTorchSession.version, "coreml": os, "app": appVersion]
+    var r = ["executorch": ExecuTorchSession.version, "coreml": os, "app": appVersion]
+    #if canImport(onnxruntime_genai_objc)
+    r["onnxruntime-genai"] = GenaiSession.version
+    #endif
+    return r
   }
 
   /// ProcessInfo.thermalState: "nominal", "fair", "serious" or "critical".

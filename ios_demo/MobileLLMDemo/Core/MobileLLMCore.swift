@@ -170,6 +170,9 @@ public struct ArtifactManifest: Equatable {
   public let io: ModelIO
   /// The `.ptd` holding the weights (exported with --external-weights), beside the artifact; or nil.
   public let dataFile: String?
+  /// The onnxruntime-genai model directory exported beside an ONNX artifact (manifest "genai_dir.path",
+  /// e.g. "LS-125M_w8a8_onnx.genai"); the app runs it through onnxruntime-genai. Or nil.
+  public let genaiDir: String?
   public let raw: JSONValue
 
   /// `<artifact>.manifest.json` beside the artifact, as manifest_path() names it.
@@ -218,6 +221,7 @@ public struct ArtifactManifest: Equatable {
     fileBytes = doc["sizes"]?["file_bytes"]?.int
     io = ModelIO(section: doc["io"])
     dataFile = doc["data_file"]?.string
+    genaiDir = doc["genai_dir"]?["path"]?.string
     raw = doc
   }
 

@@ -25,17 +25,26 @@ protocol LLMSession: AnyObject {
 func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 func ms(since t0: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6 }
 
-/// Opens an artifact by its file type; each runtime is one class behind LLMSession.
+/// Opens an artifact by its file type; each runtime is one class behind LLMSession. An ONNX export's
+/// `<name>.genai/` directory opens through onnxruntime-genai when the app is built with its pod.
 enum Runtimes {
-  static let byExtension: [String: (LibraryArtifact) -> LLMSession] = [
-    "pte": { ExecuTorchSession(url: $0.url, manifest: $0.manifest) },
-    "mlpackage": { CoreMLSession(url: $0.url, io: $0.manifest.io) },
-    "mlmodelc": { CoreMLSession(url: $0.url, io: $0.manifest.io) },
-  ]
+  static let byExtension: [String: (LibraryArtifact) -> LLMSession] = {
+    var engines: [String: (LibraryArtifact) -> LLMSession] = [
+      "pte": { ExecuTorchSession(url: $0.url, manifest: $0.manifest) },
+      "mlpackage": { CoreMLSession(url: $0.url, io: $0.manifest.io) },
+      "mlmodelc": { CoreMLSession(url: $0.url, io: $0.manifest.io) },
+    ]
+    #if canImport(onnxruntime_genai_objc)
+    engines["genai"] = { GenaiSession(url: $0.url, manifest: $0.manifest) }
+    #endif
+    return engines
+  }()
 
   static func session(for a: LibraryArtifact) throws -> LLMSession {
     guard let make = byExtension[a.url.pathExtension] else {
-      throw CoreError("\(a.name) (backend \(a.manifest.backend)) has no runtime in this app; it opens "
+      let pods = a.url.pathExtension == "genai"
+        ? " (this build has no onnxruntime-genai: run `pod install` in ios_demo and build MobileLLMDemo.xcworkspace)" : ""
+      throw CoreError("\(a.name) (backend \(a.manifest.backend)) has no runtime in this app\(pods); it opens "
                       + byExtension.keys.sorted().map { ".\($0)" }.joined(separator: ", "))
     }
     return make(a)

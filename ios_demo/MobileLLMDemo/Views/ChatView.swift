@@ -55,7 +55,8 @@ struct ChatView: View {
 }
 
 /// Streams generated text. A .pte goes through ExecuTorch's TextRunner (its own tokenizer and
-/// sampler); a Core ML model through CoreMLSession with the Swift SentencePiece tokenizer, greedy.
+/// sampler); a Core ML model (CoreMLSession) or an onnxruntime-genai directory (GenaiSession) through
+/// its LLMSession with the Swift SentencePiece tokenizer, greedy.
 /// tokens/s counts the tokens after the first (decode only, as decode_tokens_per_s). TextRunner's
 /// Config defaults are echo on and no BOS: the prompt would come back as output (and its time count
 /// in tokens/s) and the model would start without the BOS the Core ML chat and the host give it, so
@@ -68,7 +69,7 @@ final class ChatModel: ObservableObject {
   @Published var error: String?
 
   private var textRunner: (key: String, runner: TextRunner)?
-  private var coreML: (key: String, session: CoreMLSession)?
+  private var session: (key: String, session: LLMSession)?
   private let stopFlag = StopFlag()
 
   func stop() {
@@ -118,16 +119,16 @@ final class ChatModel: ObservableObject {
         await self.finish(failure)
       }
     } else {
-      let cached = coreML?.key == key ? coreML?.session : nil
+      let cached = session?.key == key ? session?.session : nil
       let stopFlag = self.stopFlag
       Task.detached {
         var failure: String?
         do {
-          let session: CoreMLSession
+          let session: LLMSession
           if let c = cached {
             session = c
           } else {
-            session = CoreMLSession(url: a.url, io: a.manifest.io)
+            session = try Runtimes.session(for: a)
             _ = try await session.open()
             await self.keep(key: key, session: session)
           }
@@ -156,7 +157,7 @@ final class ChatModel: ObservableObject {
     }
   }
 
-  private func keep(key: String, session: CoreMLSession) { coreML = (key, session) }
+  private func keep(key: String, session: LLMSession) { self.session = (key, session) }
 
   private func finish(_ failure: String?) {
     error = failure
