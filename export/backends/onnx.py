@@ -343,7 +343,7 @@ def _genai_dir(out: Path, args, cfg) -> dict:
 
 
 register(Backend(
-    name="onnx", suffix=".onnx", schemes=SCHEMES, closest=CLOSEST, default_scheme="w8a8-static", rank=10,
+    name="onnx", suffix=".onnx", schemes=SCHEMES, closest=CLOSEST, default_scheme="w8a8-block", rank=10,
     quantized_reference=False, quantizes_embedding=True, opens_dir=(".genai", "genai_config.json"),
     embedding_schemes=("w8a8", "w8a8-dynamic-per-tensor", "w8a8-block", "w4a8-block"),
     export_memory=(800.0, 8.0),  # W8A8 peak: 350M 3,334 MiB, 1.5B 12,014 (fit: 761 + 7.8 B/p)
