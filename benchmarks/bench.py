@@ -117,15 +117,19 @@ def records_for(path: Path, manifest: dict, raw: dict, threads: int) -> list[dic
 
 
 def kv_cache_bytes(manifest: dict) -> int:
+    """k and v of every executed block at every position: fp32, or int8 with a 5-byte scale and zero point per
+    position and head (--kv-cache int8)."""
     a = manifest["model"]["args"]
-    return 2 * manifest["model"]["executed_blocks"] * manifest["max_seq_len"] * a["n_kv_heads"] * a["head_dim"] * 4
+    per_head = a["head_dim"] * 4 if manifest["quant"].get("kv_cache", "fp32") == "fp32" else a["head_dim"] + 5
+    return 2 * manifest["model"]["executed_blocks"] * manifest["max_seq_len"] * a["n_kv_heads"] * per_head
 
 
 def base_fields(path: Path, manifest: dict, threads: int) -> dict:
     mm = manifest["model"]
     return {"model": mm["name"], "variant": mm["variant"], "stored_blocks": mm["stored_blocks"],
             "executed_blocks": mm["executed_blocks"], "backend": manifest["backend"],
-            "scheme": manifest["quant"]["scheme"] + ("+emb8" if manifest["quant"].get("quantize_embedding") else ""),
+            "scheme": manifest["quant"]["scheme"] + ("+emb8" if manifest["quant"].get("quantize_embedding") else "")
+            + ("+kv8" if manifest["quant"].get("kv_cache") == "int8" else ""),
             "runtime": {k: v for k, v in tool_versions().items() if k in ("executorch", "onnxruntime", "coremltools",
                                                                           "torch", "mobilellm")},
             "threads": threads, "artifact": Path(path).name, "sha256": manifest.get("sha256", ""),

@@ -96,13 +96,75 @@ def ort(spec):
     return runner_based(spec, OnnxSession(spec["path"], threads=spec["threads"]))
 
 
+def executorch(spec):
+    """A .pte through ExecuTorch's runtime: this project's (`forward(tokens [1, T], input_pos [1])`, opened by
+    mobilellm's ExecuTorchSession with its manifest) or optimum-executorch's (`forward(input_ids [1, T],
+    cache_position [T])`), as `spec["signature"]` says."""
+    from mobilellm.export.backends.executorch import ExecuTorchSession
+    from mobilellm.manifest import read_manifest
+    if spec.get("signature", "mobilellm") == "mobilellm":
+        return runner_based(spec, ExecuTorchSession(spec["path"], read_manifest(spec["path"])))
+    return runner_based(spec, _OptimumPte(spec["path"]))
+
+
+class _OptimumPte:
+    """optimum-executorch's CausalLM .pte: forward(input_ids [1, T] int64, cache_position [T] int64) -> logits
+    [1, T, V] (every position, as ours); its KV cache lives in the program, as ours does."""
+
+    def __init__(self, path):
+        import executorch.kernels.quantized  # noqa: F401  int8 embedding kernels
+        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
+        from executorch.runtime import Runtime
+        self.runtime, self.path = Runtime.get(), path
+
+    def load(self):
+        self.program = self.runtime.load_program(self.path)
+
+    def init(self):
+        self.method = self.program.load_method("forward")
+
+    def reset(self):
+        pass
+
+    def forward(self, ids, start):
+        import torch
+        return self.method.execute((torch.tensor([list(ids)], dtype=torch.long),
+                                    torch.arange(start, start + len(ids), dtype=torch.long)))[0]
+
+
+def llamacpp(spec):
+    """A GGUF through llama-cpp-python: load + init = Llama(...) (llama.cpp maps the file and builds its context in
+    one call: reported as load, init 0); prefill = eval of the prompt; decode = eval of one token."""
+    import llama_cpp
+    from mobilellm.benchmarks.peers import rss_mb
+    t0 = time.perf_counter()
+    llm = llama_cpp.Llama(spec["path"], n_ctx=spec["max_length"], n_threads=spec["threads"],
+                          n_threads_batch=spec["threads"], n_batch=512, verbose=False,
+                          flash_attn=bool(spec.get("flash_attn", False)))
+    t1 = time.perf_counter()
+    rss = rss_mb()
+    prompt = _prompt(spec["prompt_len"], spec["vocab"])
+    prefill = []
+    for _ in range(spec["prefill_reps"]):
+        llm.reset()
+        t = time.perf_counter()
+        llm.eval(prompt)
+        prefill.append(time.perf_counter() - t)
+    decode = {}
+    for p in spec["positions"]:
+        llm.reset()
+        llm.eval(_prompt(p, spec["vocab"]))
+        decode[p] = _steps(lambda pos: llm.eval([5]), p, spec["warmup"] + spec["steps"])
+    return _result(spec, t1 - t0, 0.0, rss, prefill, decode)
+
+
 def main(argv=None) -> int:
     spec = json.loads((argv or sys.argv[1:])[0])
     spec = {"prompt_len": 128, "prefill_reps": 5, "positions": [128, 1000], "steps": 50, "warmup": 10, "threads": 2,
             "vocab": 32000, **spec}
     from mobilellm.benchmarks.measure import set_threads
     set_threads(spec["threads"])
-    res = {"genai": genai, "ort": ort}[spec["engine"]](spec)
+    res = {"genai": genai, "ort": ort, "executorch": executorch, "llamacpp": llamacpp}[spec["engine"]](spec)
     print("RESULT " + json.dumps(res), flush=True)
     return 0
 

@@ -39,10 +39,26 @@ def write_llama_checkpoint(model: str, out: Path, seed: int = 0, context: int = 
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.save(str(out / "tokenizer.json"))
+    _write_sentencepiece(out / "tokenizer.model", args.vocab_size)  # the same vocabulary, for llama.cpp's converter
     (out / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
         "model_max_length": cfg["max_position_embeddings"]}))
     return out
+
+
+def _write_sentencepiece(path: Path, vocab_size: int) -> None:
+    """A SentencePiece model with tokenizer.json's vocabulary (<unk> <s> </s> t3 .. t{V-1}): llama.cpp's
+    convert_hf_to_gguf.py does not recognise a word-level tokenizer.json, and reads this instead."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+    m, piece = pb.ModelProto(), pb.ModelProto.SentencePiece
+    m.trainer_spec.model_type, m.trainer_spec.vocab_size = pb.TrainerSpec.BPE, vocab_size
+    m.trainer_spec.unk_id, m.trainer_spec.bos_id, m.trainer_spec.eos_id, m.trainer_spec.pad_id = 0, 1, 2, -1
+    m.normalizer_spec.name, m.normalizer_spec.add_dummy_prefix = "identity", False
+    special = [("<unk>", piece.UNKNOWN), ("<s>", piece.CONTROL), ("</s>", piece.CONTROL)]
+    for i, (text, kind) in enumerate(special + [(f"t{i}", piece.NORMAL) for i in range(3, vocab_size)]):
+        p = m.pieces.add()
+        p.piece, p.score, p.type = text, -float(i), kind
+    path.write_bytes(m.SerializeToString())
 
 
 def read_bandwidth(threads: int, block_bytes: int, dram_bytes: int = 1 << 30, reps: int = 5) -> dict:

@@ -51,6 +51,7 @@ class RunConfig:
     accuracy: tuple[str, ...] = ("tiny", "tiny-LS")
     accuracy_schemes: tuple[str, ...] = ("w8a8",)  # `quant` maps to each backend's own W8A8
     external_weights: bool = False  # executorch: weights in a .ptd beside the .pte (shared matrix stored once)
+    kv_cache: str = "fp32"  # int8: backends that build an int8 cache do (ExecuTorch); the others keep fp32
     executor: str = "local"  # local: a process pool here; ray: one Ray task per export / accuracy job
     ray_address: str | None = None  # None: start or join a local Ray instance
     bench_on: str = "local"  # where timing runs: here (local) or on any Ray node (ray)
@@ -162,7 +163,8 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     ecfg = ExportConfig(quant=job.scheme, max_seq_len=job.max_seq_len or cfg.max_seq_len,
                         quantize_embedding=get_scheme(job.scheme).quantized and not backend.embedding_refused(job.scheme),
                         tokenizer=tokenizer_file(ckpt) if ckpt else None,
-                        external_weights=cfg.external_weights and backend.external_weights, threads=export_threads(cfg))
+                        external_weights=cfg.external_weights and backend.external_weights, threads=export_threads(cfg),
+                        kv_cache=cfg.kv_cache if cfg.kv_cache in backend.kv_caches else "fp32")
     model, weights = build_model(job, cfg)
     path = art_dir / artifact_name(model, backend, ecfg)
     want = settings_hash(export_settings(model, weights, backend, ecfg))

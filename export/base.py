@@ -16,6 +16,9 @@ from mobilellm.errors import UserError
 from mobilellm.models.generate import Runner
 
 
+KV_CACHES = ("fp32", "int8")
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """What a backend needs to lower a model: every input that can change the artifact is a field
@@ -28,12 +31,15 @@ class ExportConfig:
     calibration: Path | None = None
     tokenizer: Path | None = None  # for text calibration; recorded in the manifest
     external_weights: bool = False  # weights in <name>.ptd beside the program (Backend.external_weights)
+    kv_cache: str = "fp32"  # the KV cache's storage: fp32, or int8 with per-token scales (Backend.kv_caches)
     threads: int = 2  # compute threads of the runtime sessions an export runs (calibration, verification)
     host_os: str = field(default_factory=platform.system)  # Core ML's w8a8-static calibrates through prediction on macOS
 
     def __post_init__(self):
         from mobilellm.quant import schemes
         object.__setattr__(self, "quant", schemes.canonical(self.quant))
+        if self.kv_cache not in KV_CACHES:
+            raise UserError(f"unknown --kv-cache {self.kv_cache!r}; valid: {', '.join(KV_CACHES)}")
         for name, lo in (("max_seq_len", 1), ("group_size", 1), ("threads", 1)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
@@ -97,6 +103,7 @@ class Backend:
     external_weights: bool = False  # can write weights to a data file beside the program
     quantizes_embedding: bool = False  # can quantize the embedding table on its own (--quantize-embedding)
     embedding_schemes: tuple[str, ...] | None = None  # the schemes --quantize-embedding goes with (None: any)
+    kv_caches: tuple[str, ...] = ("fp32",)  # KV-cache storages it can build (--kv-cache)
     default_for_suffix: bool = True  # opens a bare file with this suffix (no manifest)
     # A directory artifact it opens: (directory suffix, the file that marks one), e.g. ONNX's onnxruntime-genai
     # model directory (".genai", "genai_config.json").

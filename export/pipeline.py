@@ -24,7 +24,8 @@ from mobilellm.progress import Steps, peak_rss_mb
 def artifact_name(model, backend: Backend, cfg: ExportConfig) -> str:
     emb = "-emb8" if cfg.quantize_embedding else ""
     ext = "-ptd" if cfg.external_weights else ""
-    return f"{model.args.name}_{cfg.quant}{emb}{ext}_{backend.name}{backend.suffix}"
+    kv = "-kv8" if cfg.kv_cache == "int8" else ""
+    return f"{model.args.name}_{cfg.quant}{emb}{kv}{ext}_{backend.name}{backend.suffix}"
 
 
 def export_settings(model, weights: str, backend: Backend, cfg: ExportConfig) -> dict:
@@ -62,13 +63,17 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
                         f"backends that offer it: {', '.join(b.name for b in all_backends() if b.external_weights)}")
     if cfg.quantize_embedding and backend.embedding_refused(scheme):
         raise UserError(backend.embedding_refused(scheme))
+    if cfg.kv_cache not in backend.kv_caches:
+        raise UserError(f"--kv-cache {cfg.kv_cache} is not offered by {backend.name} (it builds: "
+                        f"{', '.join(backend.kv_caches)}); backends with an int8 cache: "
+                        f"{', '.join(b.name for b in all_backends() if cfg.kv_cache in b.kv_caches)}")
     out = Path(out_dir) / (name or artifact_name(model, backend, cfg))
     check_output(out, force)
     steps = Steps(out.name, quiet)
     manifest = {
         "artifact": out.name, "backend": backend.name, "backend_summary": backend.summary,
         "quant": {"scheme": scheme, "definition": cfg.scheme.definition(), "quantizer": backend.schemes[scheme],
-                  "quantize_embedding": cfg.quantize_embedding},
+                  "quantize_embedding": cfg.quantize_embedding, "kv_cache": cfg.kv_cache},
         "model": model_section(args, weights), "max_seq_len": cfg.max_seq_len,
         "tokenizer": str(Path(cfg.tokenizer).resolve()) if cfg.tokenizer else None,
         "settings_hash": settings_hash(export_settings(model, weights, backend, cfg)),

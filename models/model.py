@@ -94,11 +94,20 @@ class Attention(nn.Module):
     def forward(self, x, rope, input_pos, start, kv):
         B = x.shape[0]
         cos, sin, rot, temp = rope
-        q = self.q_proj(x).view(B, -1, self.n_heads, self.hd)  # [B, T, H, D]
-        k = self.k_proj(x).view(B, -1, self.n_kv, self.hd)  # [B, T, Hkv, D]
-        v = self.v_proj(x).view(B, -1, self.n_kv, self.hd)
-        if self.use_rope:
-            q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
+        if "qkv_proj" in self._modules:  # an export copy's fused projection (MobileLLM.fuse_projections)
+            H, Hkv = self.n_heads, self.n_kv
+            qkv = self.qkv_proj(x).view(B, -1, H + 2 * Hkv, self.hd)  # [B, T, H + 2 Hkv, D]
+            if self.use_rope:  # every head in one rotation; v's pass through (cos 1, sin 0: self.rope_heads)
+                m = self.rope_heads
+                qkv = apply_rope(qkv, cos * m + (1 - m), sin * m, rot)
+            # split after the rotation, next to the cache ops (outside XNNPACK, which slices static shapes only)
+            q, k, v = qkv[:, :, :H], qkv[:, :, H:H + Hkv], qkv[:, :, H + Hkv:]
+        else:
+            q = self.q_proj(x).view(B, -1, self.n_heads, self.hd)  # [B, T, H, D]
+            k = self.k_proj(x).view(B, -1, self.n_kv, self.hd)  # [B, T, Hkv, D]
+            v = self.v_proj(x).view(B, -1, self.n_kv, self.hd)
+            if self.use_rope:
+                q, k = apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot)
         if self.qk_norm:  # after RoPE, as in Llama4TextAttention
             q, k = l2_norm(q, self.eps), l2_norm(k, self.eps)
         if self.temperature:
@@ -227,6 +236,26 @@ class MobileLLM(nn.Module):
         if len(set(self.block_schedule)) < len(self.block_schedule):
             self.model.layers = nn.ModuleList(copy.deepcopy(self.model.layers[j]) for j in self.block_schedule)
             self.block_schedule = list(range(len(self.model.layers)))
+        return self
+
+    def fuse_projections(self) -> "MobileLLM":
+        """For an export copy: each block's q/k/v projections become one linear (their weights stacked), so a
+        step quantizes the attention input once and runs one GEMM for three, and RoPE rotates q and k in one op.
+        Per-output-channel (and per-group) weight scales and per-token activation scales are those of the
+        separate projections: quantized, the results are the same. Blocks with QK-norm or attention temperature
+        (R1) stay unfused. gate/up stay separate: splitting a fused output needs a slice of a dynamic-length
+        tensor, which XNNPACK leaves outside its partitions (one more delegate boundary a block)."""
+        for blk in self.model.layers:
+            a = blk.self_attn
+            if "qkv_proj" in a._modules or a.qk_norm or a.temperature:
+                continue
+            a.qkv_proj = nn.Linear(a.q_proj.in_features, (a.n_heads + 2 * a.n_kv) * a.hd, bias=False)
+            a.qkv_proj.weight = nn.Parameter(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach(),
+                                             requires_grad=False)
+            heads = torch.zeros(1, 1, a.n_heads + 2 * a.n_kv, 1)
+            heads[:, :, :a.n_heads + a.n_kv] = 1.0
+            a.register_buffer("rope_heads", heads, persistent=False)  # 1: rotated (q, k), 0: passed through (v)
+            del a.q_proj, a.k_proj, a.v_proj
         return self
 
     def tie_output_module(self) -> "MobileLLM":

@@ -66,6 +66,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sharing", action="store_true", help="also export LS (--repeat 2) from the same checkpoint")
     ap.add_argument("--also", default="", help="more of this project's schemes to time beside (e.g. w8a8)")
+    ap.add_argument("--file", action="append", default=[], metavar="NAME=PATH",
+                    help="an existing mobilellm .onnx to time beside through the plain session (e.g. an older export)")
+    ap.add_argument("--pte", action="append", default=[], metavar="NAME=PATH",
+                    help="a mobilellm ExecuTorch .pte to time in the same run (e.g. 125M and LS-125M: sharing overhead)")
     a = ap.parse_args(argv)
     try:
         positions = [int(p) for p in a.positions.split(",")]
@@ -92,6 +96,12 @@ def main(argv=None) -> int:
         facts, art = export_ours(ckpt, a.out / "ours-LS", a.scheme, msl, repeat=2, extra=["--quantize-embedding"])
         rows["mobilellm LS"] = facts
         specs.append({"name": "mobilellm LS", "engine": "genai", "path": str(art.with_suffix(".genai"))})
+    for f in a.file + a.pte:
+        name, _, path = f.partition("=")
+        if not Path(path).is_file():
+            ap.error(f"{f}: no such file")
+        rows[name] = {"size_mb": round(Path(path).stat().st_size / 1e6, 1)}
+        specs.append({"name": name, "engine": "executorch" if path.endswith(".pte") else "ort", "path": path})
     facts, d = export_builder(ckpt, a.out / "builder", msl, a.threads, a.precision)
     rows["onnxruntime-genai builder"] = facts
     specs.append({"name": "onnxruntime-genai builder", "engine": "genai", "path": str(d)})

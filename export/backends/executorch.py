@@ -53,7 +53,8 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
     args, msl = model.args, cfg.max_seq_len
     # The pipeline hands over a model of our own (a copy, or the caller's when it consumes it): quantized in place,
     # so no fp32 copy of the blocks outlives quantization.
-    em = model.set_kv("custom").tie_output_module().unshare_blocks().eval().requires_grad_(False)
+    em = (model.set_kv("custom-int8" if cfg.kv_cache == "int8" else "custom").tie_output_module().unshare_blocks()
+          .fuse_projections().eval().requires_grad_(False))
     quant: dict = {}
     with steps.step(f"quantize ({cfg.quant}{' + int8 embedding' if cfg.quantize_embedding else ''})"):
         quant = Q.quantize_eager(em, cfg.scheme, cfg.group_size, cfg.quantize_embedding)
@@ -91,16 +92,17 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
             sizes.update(data_file_bytes=data.stat().st_size, embedding_stored_twice=not storage["embedding_shared_with_head"],
                          data_file_storage=storage)
     return ExportResult(quant=quant, quantized_reference=quant_ref, data_file=cfg.external_weights, facts={
-        "delegation": delegation, "io": io_contract(args, msl), "sizes": sizes,
+        "delegation": delegation, "io": io_contract(args, msl, cfg.kv_cache), "sizes": sizes,
         "runtime": {"name": "executorch", "method": "forward"}})
 
 
-def io_contract(args, msl: int) -> dict:
+def io_contract(args, msl: int, kv_cache: str = "fp32") -> dict:
+    kv = "fp32" if kv_cache == "fp32" else "int8 (+ fp32 scale, int8 zero point per position and head)"
     return {"method": "forward", "inputs": {"tokens": f"int64 [1, T], 1 <= T <= {msl - 1}",
                                             "input_pos": "int64 [1], start position of tokens[0]"},
             "outputs": {"logits": f"float32 [1, T, {args.vocab_size}]"},
             "kv_cache": f"inside the program: {args.n_executed} slots (one per executed block), "
-                        f"[1, {msl}, {args.n_kv_heads}, {args.head_dim}] fp32 each for k and v",
+                        f"[1, {msl}, {args.n_kv_heads}, {args.head_dim}] {kv} each for k and v",
             "metadata_methods": llm_metadata(args, msl)}
 
 
@@ -206,5 +208,6 @@ register(Backend(
     name="executorch", suffix=".pte", schemes=SCHEMES,
     summary="ExecuTorch .pte, XNNPACK delegate (Android/iOS CPU), llama custom SDPA + KV-cache ops",
     export=export_model, open=ExecuTorchSession, external_weights=True, quantizes_embedding=True, rank=0,
+    kv_caches=("fp32", "int8"),  # int8: ExecuTorch's quantized cache (llama::custom_quantized_sdpa; models/kv.py)
     export_memory=(1500.0, 5.0),  # W8A8: R1-140M 2,006 MiB, 350M 2,417, R1-950M 5,560
 ))

@@ -24,9 +24,10 @@ ET = get_backend("executorch")
 WIDE = dict(dim=512, n_heads=8, n_kv_heads=2, head_dim=64, ffn_hidden=1536)
 
 
-def _export(out, scheme, repeat=1, emb=False, wide=False, external=False, **kw):
+def _export(out, scheme, repeat=1, emb=False, wide=False, external=False, kv_cache="fp32", **kw):
     model = build(from_name("tiny-random", repeat=repeat, **(WIDE if wide else {})), seed=0, max_seq_len=MSL)
-    cfg = ExportConfig(quant=scheme, max_seq_len=MSL, group_size=32, quantize_embedding=emb, external_weights=external)
+    cfg = ExportConfig(quant=scheme, max_seq_len=MSL, group_size=32, quantize_embedding=emb, external_weights=external,
+                       kv_cache=kv_cache)
     return export_artifact(model, "random (seed 0)", ET, cfg, out, quiet=True, **kw)
 
 
@@ -51,7 +52,7 @@ def _check_verified(m, scheme):
     v = m["verification"]
     assert v["passed"] and v["vs_fp32"]["positions"] == 24, v
     assert m["quant"]["scheme"] == scheme and m["delegation"]["xnnpack_partitions"] >= 1
-    assert "llama.custom_sdpa" in m["delegation"]["ops_outside_xnnpack"]
+    assert {"llama.custom_sdpa", "llama.custom_quantized_sdpa"} & set(m["delegation"]["ops_outside_xnnpack"])
     if scheme != "fp32":
         assert v["vs_quantized_eager"]["cosine_min"] > 0.999  # lowering adds no error of its own
 
@@ -64,11 +65,17 @@ def test_w8a8_verifies(w8a8_pair):
         assert m["quant"]["activations"].startswith("int8 dynamic per-token")
 
 
-@pytest.mark.parametrize("scheme", ["w8a8-static", "8da4w"])
-def test_other_schemes_verify(tmp_path, scheme):
-    path, m = _export(tmp_path, scheme)
+@pytest.mark.parametrize("scheme,kv_cache", [("w8a8-static", "fp32"), ("8da4w", "int8")])
+def test_other_schemes_verify(tmp_path, scheme, kv_cache):
+    """Each scheme lowers and verifies; 8da4w also with ExecuTorch's int8 KV cache (llama::custom_quantized_sdpa
+    over int8 keys/values with per-token scales), held to the same gates."""
+    path, m = _export(tmp_path, scheme, kv_cache=kv_cache)
     assert path.is_file() and read_manifest(path)["sha256"] == m["sha256"]
     _check_verified(m, scheme)
+    assert m["quant"]["kv_cache"] == kv_cache
+    if kv_cache == "int8":
+        assert path.name == "tiny-random_8da4w-kv8_executorch.pte"
+        assert "llama.custom_quantized_sdpa" in m["delegation"]["ops_outside_xnnpack"] and "int8" in m["io"]["kv_cache"]
     # XNNPACK folds static activation zero points into packed weights: its weight cache would hand one
     # call site's packing to another (measured on the trained `tiny`: +30% perplexity), so it stays off.
     assert ET.open(path, read_manifest(path)).runtime_options["xnnpack_weight_cache"] is (scheme != "w8a8-static")

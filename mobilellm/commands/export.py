@@ -25,6 +25,8 @@ def add_arguments(p):
                         "separation); the shared embedding/output matrix is then stored once. Load with the data "
                         "file: TextLLMRunner(pte, tokenizer, data_path), Android LlmModule(..., dataPath), "
                         "Module(filePath, dataFilePaths) on iOS (iOS TextRunner takes no data file)")
+    g.add_argument("--kv-cache", default="fp32", help="KV-cache storage: fp32 (default) or int8 (executorch: "
+                   "ExecuTorch's quantized cache, per-token scales; a quarter of the bytes a long-context step reads)")
     g.add_argument("--calibration", type=Path, help="text or token-id file for static activation calibration")
     g.add_argument("--tokenizer", type=Path, help="tokenizer to record in the manifest (default: from --checkpoint)")
     g.add_argument("--out", type=Path, default=Path("out"), help="output directory")
@@ -48,7 +50,7 @@ def main(ns):
         ns.max_seq_len = min(512, model_args(ns)[0].context_len)
     cfg = ExportConfig(quant=ns.quant, max_seq_len=ns.max_seq_len, group_size=ns.group_size,
                        quantize_embedding=ns.quantize_embedding, calibration=ns.calibration, tokenizer=tokenizer,
-                       external_weights=ns.external_weights)
+                       external_weights=ns.external_weights, kv_cache=ns.kv_cache)
     if ns.calibration is not None:  # refuse a bad file before minutes of lowering, not after
         from mobilellm.commands.common import model_args
         from mobilellm.quant.calibration import calibration_for

@@ -31,6 +31,8 @@ def add_arguments(p):
     p.add_argument("--accuracy-schemes", default=None,
                    help="schemes exported for the accuracy half (default: --quant); e.g. fp32,w8a8,8da4w; "
                         "a backend without a scheme skips it")
+    p.add_argument("--kv-cache", default="fp32", choices=["fp32", "int8"],
+                   help="int8: ExecuTorch artifacts keep an int8 KV cache (the other backends keep fp32)")
     p.add_argument("--external-weights", action="store_true",
                    help="executorch artifacts keep their weights in a .ptd beside the .pte (see `export --help`)")
     p.add_argument("--workers", type=int, default=2, help="exports run in parallel (lowering is single-threaded)")
@@ -103,7 +105,7 @@ def main(ns):
     cfg = RunConfig(models=models, backends=backends, quant=quant, max_seq_len=ns.max_seq_len, out=ns.out,
                     seed=ns.seed, checkpoint=ns.checkpoint, variants=variants,
                     workers=ns.workers, accuracy=accuracy, accuracy_schemes=acc_schemes,
-                    external_weights=ns.external_weights, executor=ns.executor, ray_address=ns.ray_address,
+                    external_weights=ns.external_weights, kv_cache=ns.kv_cache, executor=ns.executor, ray_address=ns.ray_address,
                     bench_on=ns.bench_on)
     run(cfg, bench_cfg)
     return 0
