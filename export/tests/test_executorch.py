@@ -24,8 +24,10 @@ ET = get_backend("executorch")
 WIDE = dict(dim=512, n_heads=8, n_kv_heads=2, head_dim=64, ffn_hidden=1536)
 
 
-def _export(out, scheme, repeat=1, emb=False, wide=False, external=False, kv_cache="fp32", **kw):
-    model = build(from_name("tiny-random", repeat=repeat, **(WIDE if wide else {})), seed=0, max_seq_len=MSL)
+def _export(out, scheme, repeat=1, emb=False, wide=False, external=False, kv_cache="fp32", layers=2, **kw):
+    """tiny-random (2 blocks; `layers=1` where depth is not the point: lowering costs ~7 s a block)."""
+    model = build(from_name("tiny-random", repeat=repeat, n_layers=layers, **(WIDE if wide else {})), seed=0,
+                  max_seq_len=MSL)
     cfg = ExportConfig(quant=scheme, max_seq_len=MSL, group_size=32, quantize_embedding=emb, external_weights=external,
                        kv_cache=kv_cache)
     return export_artifact(model, "random (seed 0)", ET, cfg, out, quiet=True, **kw)
@@ -69,12 +71,12 @@ def test_w8a8_verifies(w8a8_pair):
 def test_other_schemes_verify(tmp_path, scheme, kv_cache):
     """Each scheme lowers and verifies; 8da4w also with ExecuTorch's int8 KV cache (llama::custom_quantized_sdpa
     over int8 keys/values with per-token scales), held to the same gates."""
-    path, m = _export(tmp_path, scheme, kv_cache=kv_cache)
+    path, m = _export(tmp_path, scheme, kv_cache=kv_cache, layers=1)
     assert path.is_file() and read_manifest(path)["sha256"] == m["sha256"]
     _check_verified(m, scheme)
     assert m["quant"]["kv_cache"] == kv_cache
     if kv_cache == "int8":
-        assert path.name == "tiny-random_8da4w-kv8_executorch.pte"
+        assert path.name == "tiny-random-1L_8da4w-kv8_executorch.pte"
         assert "llama.custom_quantized_sdpa" in m["delegation"]["ops_outside_xnnpack"] and "int8" in m["io"]["kv_cache"]
     # XNNPACK folds static activation zero points into packed weights: its weight cache would hand one
     # call site's packing to another (measured on the trained `tiny`: +30% perplexity), so it stays off.
@@ -220,18 +222,18 @@ def test_external_weights_store_the_shared_matrix_once(tmp_path, w8a8_pair):
 def test_external_weights_failed_verification_leaves_no_pair(tmp_path, monkeypatch, cli):
     monkeypatch.setitem(S.SCHEMES, "w8a8", dataclasses.replace(S.SCHEMES["w8a8"], vs_fp32=S.Thresholds(1.0, 1.000001)))
     with pytest.raises(VerificationError, match="kept as .*w8a8-emb8-ptd_executorch.pte.failed"):
-        _export(tmp_path, "w8a8", emb=True, external=True)
+        _export(tmp_path, "w8a8", emb=True, external=True, layers=1)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["tiny-random_w8a8-emb8-ptd_executorch.ptd.failed",
-                     "tiny-random_w8a8-emb8-ptd_executorch.pte.failed",
-                     "tiny-random_w8a8-emb8-ptd_executorch.pte.failed.manifest.json"], names  # no .partial-*
+    assert names == ["tiny-random-1L_w8a8-emb8-ptd_executorch.ptd.failed",
+                     "tiny-random-1L_w8a8-emb8-ptd_executorch.pte.failed",
+                     "tiny-random-1L_w8a8-emb8-ptd_executorch.pte.failed.manifest.json"], names  # no .partial-*
     assert read_manifest(tmp_path / names[1])["verification"]["passed"] is False
     # a crash after the data file was written leaves nothing that looks like an artifact
     from mobilellm.export import ptd
     crash = tmp_path / "crash"
     monkeypatch.setattr(ptd, "storage_report", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
     with pytest.raises(RuntimeError, match="killed"):
-        _export(crash, "w8a8", emb=True, external=True)
+        _export(crash, "w8a8", emb=True, external=True, layers=1)
     assert list(crash.iterdir()) == []
     bad = cli("export", "--model", "tiny-random", "--backend", "onnx", "--external-weights", "--out", tmp_path,
               check_rc=2)
@@ -239,14 +241,14 @@ def test_external_weights_failed_verification_leaves_no_pair(tmp_path, monkeypat
     assert "Traceback" not in bad.stderr
 
 
-def test_skipping_unused_xnnpack_passes_changes_no_byte(tmp_path, monkeypatch, w8a8_pair):
+def test_skipping_unused_xnnpack_passes_changes_no_byte(tmp_path, monkeypatch):
     """The pruned per-partition passes only rewrite ops a MobileLLM graph lacks: the same .pte bytes."""
     import torch
     from mobilellm.export import xnnpack_passes as XPP
-    pruned, m = w8a8_pair[0]  # exported with the pruning, as every export is
+    pruned, m = _export(tmp_path / "pruned", "w8a8", emb=True, layers=1, verify=False)  # pruned, as every export is
     assert "FuseBatchNormPass" in m["delegation"]["xnnpack_passes_skipped"]
     monkeypatch.setattr(XPP, "UNUSED", {})
-    full, m2 = _export(tmp_path / "full", "w8a8", repeat=1, emb=True, wide=True, verify=False)  # the bytes are the point
+    full, m2 = _export(tmp_path / "full", "w8a8", emb=True, layers=1, verify=False)  # the bytes are the point
     assert m2["delegation"]["xnnpack_passes_skipped"] == [] and m2["sha256"] == m["sha256"]
     monkeypatch.undo()
     conv = torch.nn.Sequential(torch.nn.Conv1d(4, 4, 3), torch.nn.BatchNorm1d(4)).eval()

@@ -24,16 +24,22 @@ def test_roundtrip_bit_exact(tmp_path, fmt, shard, dtype):
 
 
 def test_unused_lm_head_ignored_and_llama_config(tmp_path):
+    """A MobileLLM config (share_embedding) ignores an lm_head.weight beside the shared table (as in the 1B/1.5B
+    files); a llama config follows its tie_word_embeddings: tied (or absent) ignores it, untied uses it."""
     m = build(from_name("tiny-random"), seed=2)
     sd = {k: v.half() for k, v in m.state_dict().items()}
-    sd["lm_head.weight"] = torch.randn_like(sd["model.embed_tokens.weight"])  # as in the 1B/1.5B files
+    sd["lm_head.weight"] = torch.randn_like(sd["model.embed_tokens.weight"])
     torch.save(sd, tmp_path / "pytorch_model.bin")
-    cfg = m.args.to_hf_config()
-    cfg = {k: v for k, v in cfg.items() if k not in ("share_embedding", "layer_sharing", "layer_repeat")}
-    cfg.update(model_type="llama", architectures=["LlamaForCausalLM"])
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    back = load_model(tmp_path)
-    assert torch.equal(back.output_weight(), sd["model.embed_tokens.weight"].float())
+    base = m.args.to_hf_config()
+    (tmp_path / "config.json").write_text(json.dumps(base))
+    assert torch.equal(load_model(tmp_path).output_weight(), sd["model.embed_tokens.weight"].float())
+    llama = {k: v for k, v in base.items() if k not in ("share_embedding", "layer_sharing", "layer_repeat",
+                                                         "tie_word_embeddings")}
+    llama.update(model_type="llama", architectures=["LlamaForCausalLM"])
+    for tie, want in ((None, "model.embed_tokens.weight"), (True, "model.embed_tokens.weight"), (False, "lm_head.weight")):
+        (tmp_path / "config.json").write_text(json.dumps(llama if tie is None else {**llama, "tie_word_embeddings": tie}))
+        back = load_model(tmp_path)
+        assert torch.equal(back.output_weight(), sd[want].float()), tie
 
 
 def _ckpt(tmp_path, mutate_sd=None, mutate_cfg=None):
