@@ -28,17 +28,26 @@ from pathlib import Path
 from mobilellm.benchmarks import peers
 
 MEASURE = "mobilellm.benchmarks.peer_measure"
-COLS = ["pass", "name", "export_s", "export_peak_rss_mb", "size_mb", "load_ms", "init_ms", "rss_after_init_mb",
+COLS = ["pass", "name", "verified", "export_s", "export_peak_rss_mb", "size_mb", "load_ms", "init_ms", "rss_after_init_mb",
         "prefill_tokens_per_s"]
 
 
-def export_ours(ckpt: Path, out: Path, scheme: str, msl: int, repeat: int = 1, ptd: bool = False) -> tuple[dict, Path]:
-    cmd = [sys.executable, "-m", "mobilellm.cli", "export", "--checkpoint", ckpt, "--backend", "executorch",
-           "--quant", scheme, "--quantize-embedding", "--max-seq-len", msl, "--out", out, "--force", "--repeat", repeat]
-    wall, rss, _ = peers.timed(cmd + (["--external-weights"] if ptd else []))
-    m = json.loads(next(out.glob("*_executorch.pte.manifest.json")).read_text())
+def export_ours(ckpt: Path, out: Path, scheme: str, msl: int, repeat: int = 1, ptd: bool = False,
+                verify: bool = True, reuse: bool = False) -> tuple[dict, Path]:
+    """Export (or, with `reuse`, take the verified artifact an earlier run of this script left in `out`: its manifest
+    records the export's own wall time and peak RSS)."""
+    found = sorted(out.glob("*_executorch.pte.manifest.json")) if reuse else []
+    if found:
+        m = json.loads(found[0].read_text())
+        wall, rss = m["export_seconds"], m["export_peak_rss_mb"]
+    else:
+        cmd = [sys.executable, "-m", "mobilellm.cli", "export", "--checkpoint", ckpt, "--backend", "executorch",
+               "--quant", scheme, "--quantize-embedding", "--max-seq-len", msl, "--out", out, "--force", "--repeat", repeat]
+        wall, rss, _ = peers.timed(cmd + (["--external-weights"] if ptd else []) + ([] if verify else ["--no-verify"]))
+        m = json.loads(next(out.glob("*_executorch.pte.manifest.json")).read_text())
     return {"export_s": round(wall, 1), "export_peak_rss_mb": rss, "size_mb": round(m["sizes"]["file_bytes"] / 1e6, 1),
-            "signature": "mobilellm"}, out / m["artifact"]
+            "signature": "mobilellm", "verified": m["verification"].get("passed", "not run") if m.get("verification")
+            else "not run"}, out / m["artifact"]
 
 
 def export_optimum(ckpt: Path, out: Path, msl: int, cli: str) -> tuple[dict, Path]:
@@ -105,6 +114,9 @@ def main(argv=None) -> int:
     ap.add_argument("--optimum-cli", default=shutil.which("optimum-cli"),
                     help="optimum-executorch's optimum-cli (in its own venv: docs/peers.md); default: on PATH")
     ap.add_argument("--gguf-converter", type=Path, help="llama.cpp's convert_hf_to_gguf.py (its gguf-py beside it)")
+    ap.add_argument("--unverified", default="", help="schemes exported with --no-verify (random weights: a scheme whose "
+                    "own error fails its bound, e.g. 8da4w at 125M, still times what a checkpoint would)")
+    ap.add_argument("--reuse", action="store_true", help="take this project's artifacts an earlier run left in --out")
     ap.add_argument("--positions", default="128,1000")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--passes", type=int, default=2)
@@ -125,7 +137,8 @@ def main(argv=None) -> int:
     for scheme in a.schemes.split(","):
         for repeat in ((1, 2) if a.sharing else (1,)):
             name = f"mobilellm {'LS ' if repeat == 2 else ''}{scheme}"
-            rows[name], art = export_ours(ckpt, a.out / name.replace(" ", "_"), scheme, msl, repeat, a.ptd)
+            rows[name], art = export_ours(ckpt, a.out / name.replace(" ", "_"), scheme, msl, repeat, a.ptd,
+                                          verify=scheme not in a.unverified.split(","), reuse=a.reuse)
             specs.append({"name": name, "engine": "executorch", "path": str(art)})
     if not a.no_optimum:
         rows["optimum-executorch"], pte = export_optimum(ckpt, a.out / "optimum", msl, a.optimum_cli)
