@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,33 +55,65 @@ def check_artifact(path: Path) -> tuple[dict, str | None]:
     return manifest, get_backend(manifest["backend"]).runtime_missing()
 
 
-def run_one(path: Path, cfg: BenchConfig, timeout: float = 1800) -> dict:
-    """Raw samples from `cold_runs` fresh processes, pooled."""
+def _spec(path: Path, cfg: BenchConfig) -> dict:
     msl = read_manifest(path)["max_seq_len"]
     prompt_len = min(cfg.prompt_len, msl // 2)
     gen = min(cfg.gen_tokens, msl - prompt_len - 1)
     fits = [q for q in cfg.positions if q + cfg.warmup + cfg.iters < msl]
-    spec = {"artifact": str(path), "threads": cfg.threads, "prompt_len": prompt_len, "warmup": cfg.warmup,
+    return {"artifact": str(path), "threads": cfg.threads, "prompt_len": prompt_len, "warmup": cfg.warmup,
             "iters": cfg.iters, "gen_tokens": gen, "positions": fits}
-    pooled: dict[str, list] = {}
-    for _ in range(cfg.cold_runs):
-        p = subprocess.run([sys.executable, "-m", "mobilellm.benchmarks.measure", json.dumps(spec)],
-                           capture_output=True, text=True, timeout=timeout)
-        line = next((l for l in p.stdout.splitlines() if l.startswith("MEASURE ")), None)
-        if line is None:
-            raise UserError(f"benchmark process for {path} died (exit {p.returncode}): {p.stderr.strip()[-800:]}")
-        res = json.loads(line[len("MEASURE "):])
-        if "error" in res:
-            raise UserError(res["error"])
-        for q, xs in (res.pop("decode_ms_at", None) or [{}])[0].items():
-            pooled.setdefault("decode_ms_at", {}).setdefault(q, []).extend(xs)
-        for k, v in res.items():
-            pooled.setdefault(k, []).extend(v if isinstance(v, list) else [v])
+
+
+def _process(path: Path, spec: dict, timeout: float) -> dict:
+    """One fresh process measuring one artifact: its raw samples."""
+    p = subprocess.run([sys.executable, "-m", "mobilellm.benchmarks.measure", json.dumps(spec)],
+                       capture_output=True, text=True, timeout=timeout)
+    line = next((l for l in p.stdout.splitlines() if l.startswith("MEASURE ")), None)
+    if line is None:
+        raise UserError(f"benchmark process for {path} died (exit {p.returncode}): {p.stderr.strip()[-800:]}")
+    res = json.loads(line[len("MEASURE "):])
+    if "error" in res:
+        raise UserError(res["error"])
+    return res
+
+
+def _add(pooled: dict, res: dict) -> None:
+    for q, xs in (res.pop("decode_ms_at", None) or [{}])[0].items():
+        pooled.setdefault("decode_ms_at", {}).setdefault(q, []).extend(xs)
+    pooled.setdefault("decode_ms_rounds", []).append(float(np.median(res["decode_ms"])))
+    for k, v in res.items():
+        pooled.setdefault(k, []).extend(v if isinstance(v, list) else [v])
+
+
+def _finish(pooled: dict, spec: dict, cfg: BenchConfig, series: str) -> dict:
     options = (pooled.pop("runtime_options", None) or [{}])[0]  # e.g. XNNPACK's weight cache
-    pooled["settings"] = {**asdict(cfg), "prompt_len": prompt_len, "gen_tokens": gen, "decode_position": prompt_len,
-                          "positions_timed": [prompt_len] + [q for q in fits if q != prompt_len],
-                          "positions_skipped": [q for q in cfg.positions if q not in fits], **options}
+    fits = spec["positions"]
+    pooled["settings"] = {**asdict(cfg), "prompt_len": spec["prompt_len"], "gen_tokens": spec["gen_tokens"],
+                          "decode_position": spec["prompt_len"],
+                          "positions_timed": [spec["prompt_len"]] + [q for q in fits if q != spec["prompt_len"]],
+                          "positions_skipped": [q for q in cfg.positions if q not in fits], "series": series,
+                          **options}
     return pooled
+
+
+def run_rounds(paths: list[Path], cfg: BenchConfig, timeout: float = 1800, on_process=None) -> dict[Path, dict]:
+    """Raw samples of each artifact, pooled over `cold_runs` rounds. A round runs one fresh process per
+    artifact, in turn (alternating processes): artifacts compared with each other meet the same machine
+    in every round, and each round's decode median pairs with the others' (`decode_ms_rounds`)."""
+    series = uuid.uuid4().hex[:12]  # pairs rounds of one call, never across calls
+    specs = {Path(p): _spec(Path(p), cfg) for p in paths}
+    pooled: dict[Path, dict] = {p: {} for p in specs}
+    for _ in range(cfg.cold_runs):
+        for path, spec in specs.items():
+            _add(pooled[path], _process(path, spec, timeout))
+            if on_process:
+                on_process(path)
+    return {p: _finish(pooled[p], specs[p], cfg, series) for p in specs}
+
+
+def run_one(path: Path, cfg: BenchConfig, timeout: float = 1800) -> dict:
+    """Raw samples from `cold_runs` fresh processes, pooled."""
+    return run_rounds([Path(path)], cfg, timeout)[Path(path)]
 
 
 def records_for(path: Path, manifest: dict, raw: dict, threads: int) -> list[dict]:
@@ -107,6 +140,10 @@ def records_for(path: Path, manifest: dict, raw: dict, threads: int) -> list[dic
         for stat, v in (("median", np.median(xs)), ("p10", np.percentile(xs, 10)), ("p90", np.percentile(xs, 90))):
             out.append({**base_q, "metric": "decode_ms_at_position", "unit": "ms", "value": round(float(v), 4),
                         "statistic": stat, "samples": len(xs)})
+    settings = base["settings"]
+    for i, v in enumerate(raw.get("decode_ms_rounds") or []):  # one median per round, paired across artifacts
+        out.append({**base, "settings": {**settings, "round": i}, "metric": "decode_ms_round", "unit": "ms",
+                    "value": round(v, 4), "statistic": "median", "samples": settings.get("iters", 1)})
     for m in MEMORY:
         if raw.get(m):
             add(m, np.median(raw[m]), "median", len(raw[m]))
@@ -143,17 +180,19 @@ def missing_record(path: Path, manifest: dict, reason: str, threads: int) -> dic
             "reason": reason}
 
 
-def bench(paths: list[Path], cfg: BenchConfig, on_done=None) -> tuple[list[dict], list[dict]]:
-    """(records, skipped rows). An artifact that fails is reported and the others still run."""
-    records, skipped = [], []
-    for path in paths:
-        path = Path(path)
+def bench(paths: list[Path], cfg: BenchConfig, on_done=None, on_process=None) -> tuple[list[dict], list[dict]]:
+    """(records, skipped rows). The artifacts that run here are measured together, in alternating
+    processes (`run_rounds`); one that cannot run here is reported as skipped."""
+    records, skipped, runnable = [], [], {}
+    for path in map(Path, paths):
         manifest, why = check_artifact(path)
         if why:
             skipped.append(missing_record(path, manifest, why, cfg.threads))
-            continue
-        raw = run_one(path, cfg)
-        recs = records_for(path, manifest, raw, cfg.threads)
+        else:
+            runnable[path] = manifest
+    raws = run_rounds(list(runnable), cfg, on_process=on_process) if runnable else {}
+    for path, manifest in runnable.items():
+        recs = records_for(path, manifest, raws[path], cfg.threads)
         records += recs
         if on_done:
             on_done(path, recs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from mobilellm.errors import UserError, VerificationError
@@ -183,6 +183,16 @@ def export_job(job: Job, cfg: RunConfig, art_dir: Path) -> Job:
     except UserError as e:
         job.status, job.note = "refused", str(e)
     return job
+
+
+def comparisons(jobs: list[Job]) -> list[list[Job]]:
+    """Jobs grouped as the sharing table compares them: one model's variants on one backend and scheme."""
+    groups: dict[tuple, list[Job]] = {}
+    for j in jobs:  # the variants differ only in depth, repeat and name
+        shape = tuple((f.name, repr(getattr(j.args, f.name))) for f in fields(j.args)
+                      if f.name not in ("n_layers", "repeat", "name"))
+        groups.setdefault((j.backend, j.scheme, shape), []).append(j)
+    return list(groups.values())
 
 
 def job_memory_bytes(job: Job) -> int:
@@ -363,11 +373,14 @@ def _export_bench_report(cfg, bench_cfg, log, out, art_dir, jobs, acc_jobs, acc_
     results = out / "results.json"
     missing += [missing_row(j) for j in jobs if j.path is None]
     try:
-        for job in tqdm(ok, desc="benchmark", unit="artifact", file=sys.stderr):
-            recs, miss = bench([job.path], bench_cfg)
+        bar = tqdm(total=len(ok) * bench_cfg.cold_runs, desc="benchmark", unit="process", file=sys.stderr)
+        for group in comparisons(ok):  # a sharing table's variants in alternating processes
+            kw = {"on_process": lambda _p: bar.update()} if bench is local_bench.bench else {}
+            recs, miss = bench([j.path for j in group], bench_cfg, **kw)
             records += recs
             missing += miss
             schema.save(results, records, missing)  # every finished record survives a later failure
+        bar.close()
         acc_records, acc_miss = eval_all(acc_jobs, bench_cfg.threads)
         records += acc_records
         missing += acc_missing + acc_miss + [missing_row(j) for j in acc_jobs if j.path is None]

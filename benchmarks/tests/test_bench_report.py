@@ -7,7 +7,7 @@ import pytest
 
 from mobilellm.benchmarks import schema
 from mobilellm.benchmarks.bench import BenchConfig, bench
-from mobilellm.benchmarks.report import build_report, sharing_rows
+from mobilellm.benchmarks.report import build_report, paired_overheads, sharing_markdown, sharing_rows
 from mobilellm.errors import UserError
 from mobilellm.models.config import trained_checkpoint
 
@@ -41,6 +41,11 @@ def test_run_writes_report_and_summary(run_dir):
     at = [r for r in recs if r["metric"] == "decode_ms_at_position" and r["statistic"] == "median"]
     assert at and {r["settings"]["decode_position"] for r in at} == {58} and all(r["value"] > 0 for r in at)
     assert "decode ms at 58" in md
+    # the sharing table's three variants ran in one series of alternating processes, per backend
+    rounds = [r for r in latency if r["metric"] == "decode_ms_round"]
+    for b in ("executorch", "onnx"):
+        series = {(r["variant"], r["settings"]["series"]) for r in rounds if r["backend"] == b}
+        assert {v for v, _ in series} == {"2 layers", "2x2 shared", "4 layers"} and len({s for _, s in series}) == 1
 
 
 def test_run_is_resumable(run_dir, cli, tmp_path):
@@ -90,8 +95,17 @@ def test_a_backend_that_cannot_run_here_says_why_accuracy_is_missing(tmp_path):
 def test_bench_definitions_and_records(run_dir):
     out, _ = run_dir
     pte = next((out / "artifacts").glob("tiny-random_*.pte"))
-    recs, missing = bench([pte], BenchConfig(warmup=1, iters=4, cold_runs=2, prompt_len=16, gen_tokens=8))
+    twin = next((out / "artifacts").glob("LS-tiny-random_*.pte"))
+    order = []
+    recs, missing = bench([pte, twin], BenchConfig(warmup=1, iters=4, cold_runs=2, prompt_len=16, gen_tokens=8),
+                          on_process=order.append)
     assert not missing
+    assert order == [pte, twin, pte, twin]  # alternating processes: both artifacts meet the same machine each round
+    rounds = [r for r in recs if r["metric"] == "decode_ms_round"]
+    assert sorted((r["artifact"], r["settings"]["round"]) for r in rounds) == sorted(
+        (a.name, i) for a in (pte, twin) for i in (0, 1))
+    assert len({r["settings"]["series"] for r in rounds}) == 1
+    recs = [r for r in recs if r["artifact"] == pte.name]
     by = {(r["metric"], r["statistic"]): r for r in recs}
     assert by[("load_ms", "median")]["samples"] == 2  # one per cold process
     assert by[("decode_ms", "median")]["samples"] == 8  # iters x cold runs
@@ -136,6 +150,16 @@ def test_sharing_rows_overheads():
             rec(30, 30, "init_ms", 100.0)]
     (row,) = sharing_rows(recs)
     assert row["n"] == 30 and row["shared"][2] == 20.0 and row["deep"][2] == 19.0 and row["base"][1] == 100.0
+    assert "rounds" not in sharing_markdown([row])  # no paired rounds: no spread claimed
+
+    def rnd(sb, eb, v, i, series="a"):
+        return {**rec(sb, eb, "decode_ms_round", v), "settings": {"series": series, "round": i}}
+    # rounds pair within one series only: the other series' round 0 has no base and is left out
+    recs += [rnd(30, 30, 10.0, 0), rnd(30, 60, 19.0, 0), rnd(30, 30, 10.0, 1), rnd(30, 60, 21.0, 1),
+             rnd(30, 60, 50.0, 0, series="b")]
+    (row,) = sharing_rows(recs)
+    assert sorted(paired_overheads(row["shared_rounds"], row["base_rounds"])) == pytest.approx([90.0, 110.0])
+    assert "20.00 (+100.0%)<br>rounds +90.0% to +110.0% (n=2)" in sharing_markdown([row])
 
 
 @pytest.mark.parametrize("doc,msg", [
