@@ -29,6 +29,7 @@ class BenchConfig:
     gen_tokens: int = 32
     cold_runs: int = 3
     positions: tuple[int, ...] = ()  # extra decode positions timed (e.g. 1000): long-context cost
+    pairs: int = 8  # several artifacts: turns of each in every paired process (0: no paired processes)
 
     def __post_init__(self):
         object.__setattr__(self, "positions", tuple(self.positions))
@@ -38,8 +39,9 @@ class BenchConfig:
         for f in ("iters", "threads", "prompt_len", "gen_tokens", "cold_runs"):
             if getattr(self, f) < 1:
                 raise UserError(f"--{f.replace('_', '-')} must be >= 1, got {getattr(self, f)}")
-        if self.warmup < 0:
-            raise UserError(f"--warmup must be >= 0, got {self.warmup}")
+        for f in ("warmup", "pairs"):
+            if getattr(self, f) < 0:
+                raise UserError(f"--{f} must be >= 0, got {getattr(self, f)}")
 
 
 def check_artifact(path: Path) -> tuple[dict, str | None]:
@@ -80,7 +82,6 @@ def _process(path: Path, spec: dict, timeout: float) -> dict:
 def _add(pooled: dict, res: dict) -> None:
     for q, xs in (res.pop("decode_ms_at", None) or [{}])[0].items():
         pooled.setdefault("decode_ms_at", {}).setdefault(q, []).extend(xs)
-    pooled.setdefault("decode_ms_rounds", []).append(float(np.median(res["decode_ms"])))
     for k, v in res.items():
         pooled.setdefault(k, []).extend(v if isinstance(v, list) else [v])
 
@@ -98,17 +99,31 @@ def _finish(pooled: dict, spec: dict, cfg: BenchConfig, series: str) -> dict:
 
 def run_rounds(paths: list[Path], cfg: BenchConfig, timeout: float = 1800, on_process=None) -> dict[Path, dict]:
     """Raw samples of each artifact, pooled over `cold_runs` rounds. A round runs one fresh process per
-    artifact, in turn (alternating processes): artifacts compared with each other meet the same machine
-    in every round, and each round's decode median pairs with the others' (`decode_ms_rounds`)."""
-    series = uuid.uuid4().hex[:12]  # pairs rounds of one call, never across calls
+    artifact, in turn (alternating processes), then, for two or more artifacts, one paired process that
+    times all of them in turns (`measure.paired`): `decode_ms_paired[i]` of every artifact is one turn,
+    and turn i of one artifact pairs with turn i of the others (`settings.series` names the call)."""
+    series = uuid.uuid4().hex[:12]  # pairs turns of one call, never across calls
     specs = {Path(p): _spec(Path(p), cfg) for p in paths}
     pooled: dict[Path, dict] = {p: {} for p in specs}
+    pair_spec = {"artifacts": [str(p) for p in specs], "threads": cfg.threads, "warmup": cfg.warmup,
+                 "iters": cfg.iters, "pairs": cfg.pairs, "prompt_len": min(s["prompt_len"] for s in specs.values())}
     for _ in range(cfg.cold_runs):
         for path, spec in specs.items():
             _add(pooled[path], _process(path, spec, timeout))
             if on_process:
                 on_process(path)
+        if len(specs) > 1 and cfg.pairs:
+            turns = _process(Path(pair_spec["artifacts"][0]), pair_spec, timeout)["paired_decode_ms"]
+            for path, xs in zip(specs, turns):
+                pooled[path].setdefault("decode_ms_paired", []).extend(xs)
+            if on_process:
+                on_process(None)
     return {p: _finish(pooled[p], specs[p], cfg, series) for p in specs}
+
+
+def processes(n_artifacts: int, cfg: BenchConfig) -> int:
+    """How many processes `run_rounds` starts for n artifacts."""
+    return cfg.cold_runs * (n_artifacts + (1 if n_artifacts > 1 and cfg.pairs else 0))
 
 
 def run_one(path: Path, cfg: BenchConfig, timeout: float = 1800) -> dict:
@@ -141,8 +156,8 @@ def records_for(path: Path, manifest: dict, raw: dict, threads: int) -> list[dic
             out.append({**base_q, "metric": "decode_ms_at_position", "unit": "ms", "value": round(float(v), 4),
                         "statistic": stat, "samples": len(xs)})
     settings = base["settings"]
-    for i, v in enumerate(raw.get("decode_ms_rounds") or []):  # one median per round, paired across artifacts
-        out.append({**base, "settings": {**settings, "round": i}, "metric": "decode_ms_round", "unit": "ms",
+    for i, v in enumerate(raw.get("decode_ms_paired") or []):  # turn i pairs with the other artifacts' turn i
+        out.append({**base, "settings": {**settings, "turn": i}, "metric": "decode_ms_paired", "unit": "ms",
                     "value": round(v, 4), "statistic": "median", "samples": settings.get("iters", 1)})
     for m in MEMORY:
         if raw.get(m):

@@ -11,6 +11,9 @@ Definitions (the paper's, per backend):
   decode at Q  the same at each extra position Q of `positions` (the cache filled to Q in chunks)
   prefill  one forward of P tokens from position 0
   tokens/s over a greedy generation: P-token prefill, then N decode steps
+  paired   several artifacts open in one process, their decode steps at P timed in turns of `iters` steps,
+           `pairs` turns each: neighbouring turns meet the same machine (this host's speed drifts by tens of
+           percent over seconds, more than the gap between two processes can pair away)
 """
 from __future__ import annotations
 
@@ -103,6 +106,28 @@ def measure(spec: dict) -> dict:
     return out
 
 
+def paired(spec: dict) -> dict:
+    """Median decode ms at P of each artifact (spec["artifacts"]) in each of `pairs` turns."""
+    from mobilellm.export.base import get_backend
+    from mobilellm.manifest import read_manifest
+    set_threads(spec["threads"])
+    sessions = []
+    for a in spec["artifacts"]:
+        manifest = read_manifest(Path(a))
+        session = get_backend(manifest["backend"]).open(Path(a), manifest)
+        session.load()
+        session.init()
+        vocab = manifest["model"]["args"]["vocab_size"]
+        session.forward([1] + [(7 * i + 3) % (vocab - 3) + 3 for i in range(spec["prompt_len"] - 1)], 0)
+        sessions.append(session)
+    turns: list[list[float]] = [[] for _ in sessions]
+    for _ in range(spec["pairs"]):
+        for times, session in zip(turns, sessions):  # the same positions each turn: the cost of step P
+            xs = sorted(_decode_steps(session, spec["prompt_len"], spec["warmup"], spec["iters"]))
+            times.append(xs[len(xs) // 2])
+    return {"paired_decode_ms": turns}
+
+
 def _decode_steps(session, pos: int, warmup: int, iters: int) -> list[float]:
     """ms per decode step at positions pos, pos+1, ... (the first `warmup` untimed)."""
     times = []
@@ -120,7 +145,7 @@ def main(argv=None) -> int:
     quiet()
     spec = json.loads((argv or sys.argv[1:])[0])
     try:
-        print("MEASURE " + json.dumps(measure(spec)), flush=True)
+        print("MEASURE " + json.dumps(paired(spec) if "artifacts" in spec else measure(spec)), flush=True)
     except UserError as e:
         print("MEASURE " + json.dumps({"error": str(e)}), flush=True)
         return 2

@@ -373,8 +373,10 @@ def _export_bench_report(cfg, bench_cfg, log, out, art_dir, jobs, acc_jobs, acc_
     results = out / "results.json"
     missing += [missing_row(j) for j in jobs if j.path is None]
     try:
-        bar = tqdm(total=len(ok) * bench_cfg.cold_runs, desc="benchmark", unit="process", file=sys.stderr)
-        for group in comparisons(ok):  # a sharing table's variants in alternating processes
+        groups = comparisons(ok)  # a sharing table's variants: alternating processes, then paired ones
+        bar = tqdm(total=sum(local_bench.processes(len(g), bench_cfg) for g in groups), desc="benchmark",
+                   unit="process", file=sys.stderr)
+        for group in groups:
             kw = {"on_process": lambda _p: bar.update()} if bench is local_bench.bench else {}
             recs, miss = bench([j.path for j in group], bench_cfg, **kw)
             records += recs

@@ -10,6 +10,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from mobilellm.benchmarks import schema
 from mobilellm.errors import UserError
 from mobilellm.io import atomic_path
@@ -47,20 +49,20 @@ def sharing_rows(records: list[dict]) -> list[dict]:
                 vals = [_median(recs, m, stored_blocks=sb, executed_blocks=eb) for m in STAGES]
                 if any(v is not None for v in vals):
                     row[kind] = vals
-                    row[kind + "_rounds"] = _rounds(recs, sb, eb)
+                    row[kind + "_turns"] = _turns(recs, sb, eb)
             if "shared" in row or "deep" in row:
                 rows.append(row)
     return rows
 
 
-def _rounds(recs, stored: int, executed: int) -> dict:
-    """{(series, round): decode median} of one variant: rounds of one bench call ran in alternating processes."""
-    return {(r["settings"].get("series"), r["settings"].get("round")): r["value"] for r in recs
-            if r["metric"] == "decode_ms_round" and r["stored_blocks"] == stored and r["executed_blocks"] == executed}
+def _turns(recs, stored: int, executed: int) -> dict:
+    """{(series, turn): decode median} of one variant from bench's paired processes (`measure.paired`)."""
+    return {(r["settings"].get("series"), r["settings"].get("turn")): r["value"] for r in recs
+            if r["metric"] == "decode_ms_paired" and r["stored_blocks"] == stored and r["executed_blocks"] == executed}
 
 
 def paired_overheads(variant: dict, base: dict) -> list[float]:
-    """Execute overhead over the base in each round both ran in (percent), paired round by round."""
+    """Execute overhead over the base in each turn both ran in (percent), paired turn by turn."""
     return [(variant[k] / base[k] - 1) * 100 for k in sorted(variant, key=str) if k in base and base[k]]
 
 
@@ -91,9 +93,10 @@ def sharing_markdown(rows: list[dict]) -> str:
                 continue
             cells = [_fmt(v, 2 if i == 2 else 1) + (_overhead(v, b) if kind != "base" else "")
                      for i, (v, b) in enumerate(zip(vals, base))]
-            pairs = paired_overheads(row.get(kind + "_rounds", {}), row.get("base_rounds", {})) if kind != "base" else []
-            if len(pairs) > 1:  # the spread of the comparison itself: one figure per round of alternating processes
-                cells[2] += f"<br>rounds {min(pairs):+.1f}% to {max(pairs):+.1f}% (n={len(pairs)})"
+            pairs = paired_overheads(row.get(kind + "_turns", {}), row.get("base_turns", {})) if kind != "base" else []
+            if pairs:  # the comparison measured side by side: median of the turn-by-turn overheads, and their spread
+                q = np.percentile(pairs, [10, 50, 90])
+                cells[2] += f"<br>paired {q[1]:+.1f}% (p10 {q[0]:+.1f}%, p90 {q[2]:+.1f}%; {len(pairs)} turns)"
             out.append(f"| {label} | " + " | ".join(cells) + f" | {paper} |")
         out.append("")
     return "\n".join(out)
@@ -266,8 +269,10 @@ def build_report(result_paths: list[Path], out_dir: Path, notes: list[str] | Non
     devices = sorted({r["device"] for r in records})
     md += [f"- devices: {', '.join(devices)}", f"- {len(records)} records from {len(result_paths)} file(s)", ""]
     md += ["## Layer sharing: load / init / execute", "",
-           "Execute is one decode step (median); overhead in brackets is relative to the N-layer base; the three "
-           "variants are timed in alternating processes, and 'rounds' gives the overhead measured in each round. "
+           "Execute is one decode step (median of cold processes, the variants' processes alternating); overhead in "
+           "brackets is relative to the N-layer base. 'Paired' is the overhead measured side by side: the variants "
+           "open in one process, timed in turns of the same steps, the median over turns (this host's speed drifts "
+           "over seconds: the cold-process figure moves by tens of points between reruns, the paired one by a few). "
            "The paper's column is MobileLLM-125M, FP16, iPhone 13, ExecuTorch MPS (mean of 50).", ""]
     rows = sharing_rows(records)
     md.append(sharing_markdown(rows) if rows else "No complete variant set (N, LS 2xN, 2N) in these results.\n")

@@ -45,7 +45,7 @@ METRICS = {
     "rss_after_init_mb": "MB", "rss_after_generate_mb": "MB", "kv_cache_mb": "MB", "size_mb": "MB",
     # memory is named for what each platform measures: host RSS, Android PSS, iOS phys_footprint
     "decode_ms_at_position": "ms",  # decode at settings.decode_position (bench --positions)
-    "decode_ms_round": "ms",  # one round's decode median (settings.round of settings.series): paired across artifacts
+    "decode_ms_paired": "ms",  # one turn of a paired process (bench: settings.series, settings.turn pair artifacts)
     "pss_after_init_mb": "MB", "pss_after_generate_mb": "MB",
     "phys_footprint_after_init_mb": "MB", "phys_footprint_after_generate_mb": "MB",
     "perplexity": "", "top1_agreement": "", "kl_divergence": "nats",

@@ -41,11 +41,12 @@ def test_run_writes_report_and_summary(run_dir):
     at = [r for r in recs if r["metric"] == "decode_ms_at_position" and r["statistic"] == "median"]
     assert at and {r["settings"]["decode_position"] for r in at} == {58} and all(r["value"] > 0 for r in at)
     assert "decode ms at 58" in md
-    # the sharing table's three variants ran in one series of alternating processes, per backend
-    rounds = [r for r in latency if r["metric"] == "decode_ms_round"]
+    # the sharing table's three variants were timed side by side, one series per backend
+    turns = [r for r in latency if r["metric"] == "decode_ms_paired"]
     for b in ("executorch", "onnx"):
-        series = {(r["variant"], r["settings"]["series"]) for r in rounds if r["backend"] == b}
+        series = {(r["variant"], r["settings"]["series"]) for r in turns if r["backend"] == b}
         assert {v for v, _ in series} == {"2 layers", "2x2 shared", "4 layers"} and len({s for _, s in series}) == 1
+    assert "paired " in md and " turns)" in md
 
 
 def test_run_is_resumable(run_dir, cli, tmp_path):
@@ -97,14 +98,15 @@ def test_bench_definitions_and_records(run_dir):
     pte = next((out / "artifacts").glob("tiny-random_*.pte"))
     twin = next((out / "artifacts").glob("LS-tiny-random_*.pte"))
     order = []
-    recs, missing = bench([pte, twin], BenchConfig(warmup=1, iters=4, cold_runs=2, prompt_len=16, gen_tokens=8),
-                          on_process=order.append)
+    recs, missing = bench([pte, twin], BenchConfig(warmup=1, iters=4, cold_runs=2, prompt_len=16, gen_tokens=8,
+                                                   pairs=3), on_process=order.append)
     assert not missing
-    assert order == [pte, twin, pte, twin]  # alternating processes: both artifacts meet the same machine each round
-    rounds = [r for r in recs if r["metric"] == "decode_ms_round"]
-    assert sorted((r["artifact"], r["settings"]["round"]) for r in rounds) == sorted(
-        (a.name, i) for a in (pte, twin) for i in (0, 1))
-    assert len({r["settings"]["series"] for r in rounds}) == 1
+    # alternating processes, then one paired process (both open, timed in turns) per round
+    assert order == [pte, twin, None, pte, twin, None]
+    turns = [r for r in recs if r["metric"] == "decode_ms_paired"]
+    assert sorted((r["artifact"], r["settings"]["turn"]) for r in turns) == sorted(
+        (a.name, i) for a in (pte, twin) for i in range(6))  # 3 turns x 2 rounds
+    assert len({r["settings"]["series"] for r in turns}) == 1 and all(r["value"] > 0 for r in turns)
     recs = [r for r in recs if r["artifact"] == pte.name]
     by = {(r["metric"], r["statistic"]): r for r in recs}
     assert by[("load_ms", "median")]["samples"] == 2  # one per cold process
@@ -121,6 +123,8 @@ def test_bench_bad_input(tmp_path, run_dir, cli):
     out, _ = run_dir
     with pytest.raises(UserError, match="--iters must be >= 1"):
         BenchConfig(iters=0)
+    with pytest.raises(UserError, match="--pairs must be >= 0"):
+        BenchConfig(pairs=-1)
     lone = tmp_path / "x.pte"
     lone.write_bytes(b"\0" * 64)
     p = cli("bench", lone, check_rc=2)
@@ -150,16 +154,16 @@ def test_sharing_rows_overheads():
             rec(30, 30, "init_ms", 100.0)]
     (row,) = sharing_rows(recs)
     assert row["n"] == 30 and row["shared"][2] == 20.0 and row["deep"][2] == 19.0 and row["base"][1] == 100.0
-    assert "rounds" not in sharing_markdown([row])  # no paired rounds: no spread claimed
+    assert "paired" not in sharing_markdown([row])  # not timed side by side: no paired figure claimed
 
-    def rnd(sb, eb, v, i, series="a"):
-        return {**rec(sb, eb, "decode_ms_round", v), "settings": {"series": series, "round": i}}
-    # rounds pair within one series only: the other series' round 0 has no base and is left out
-    recs += [rnd(30, 30, 10.0, 0), rnd(30, 60, 19.0, 0), rnd(30, 30, 10.0, 1), rnd(30, 60, 21.0, 1),
-             rnd(30, 60, 50.0, 0, series="b")]
+    def turn(sb, eb, v, i, series="a"):
+        return {**rec(sb, eb, "decode_ms_paired", v), "settings": {"series": series, "turn": i}}
+    # turns pair within one series only: the other series' turn 0 has no base and is left out
+    recs += [turn(30, 30, 10.0, 0), turn(30, 60, 19.0, 0), turn(30, 30, 10.0, 1), turn(30, 60, 21.0, 1),
+             turn(30, 30, 10.0, 2), turn(30, 60, 20.0, 2), turn(30, 60, 50.0, 0, series="b")]
     (row,) = sharing_rows(recs)
-    assert sorted(paired_overheads(row["shared_rounds"], row["base_rounds"])) == pytest.approx([90.0, 110.0])
-    assert "20.00 (+100.0%)<br>rounds +90.0% to +110.0% (n=2)" in sharing_markdown([row])
+    assert sorted(paired_overheads(row["shared_turns"], row["base_turns"])) == pytest.approx([90.0, 100.0, 110.0])
+    assert "20.00 (+100.0%)<br>paired +100.0% (p10 +92.0%, p90 +108.0%; 3 turns)" in sharing_markdown([row])
 
 
 @pytest.mark.parametrize("doc,msg", [

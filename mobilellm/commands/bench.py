@@ -13,6 +13,9 @@ def add_arguments(p):
     p.add_argument("--prompt-len", type=int, default=128, help="prefill length P; decode is timed at position P")
     p.add_argument("--gen-tokens", type=int, default=32, help="decode steps for tokens/s")
     p.add_argument("--cold-runs", type=int, default=3, help="fresh processes per artifact (load/init samples)")
+    p.add_argument("--pairs", type=int, default=8,
+                   help="with several artifacts, each round also opens all of them in one process and times their "
+                        "decode in this many turns each, side by side (0: no paired processes)")
     p.add_argument("--positions", default="", help="extra decode positions to time, e.g. 1000 (comma-separated; "
                    "each needs position + warmup + iters below the artifact's max_seq_len)")
     p.add_argument("--out", type=Path, default=Path("results.json"), help="results file (schema mobilellm.results/1)")
@@ -27,7 +30,7 @@ def main(ns):
     except ValueError:
         raise UserError(f"--positions must be comma-separated integers, got {ns.positions!r}") from None
     cfg = BenchConfig(warmup=ns.warmup, iters=ns.iters, threads=ns.threads, prompt_len=ns.prompt_len,
-                      gen_tokens=ns.gen_tokens, cold_runs=ns.cold_runs, positions=positions)
+                      gen_tokens=ns.gen_tokens, cold_runs=ns.cold_runs, positions=positions, pairs=ns.pairs)
 
     def done(path, recs):
         m = {r["metric"]: r["value"] for r in recs if r["statistic"] in ("median", "single")}

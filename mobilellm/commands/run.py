@@ -23,6 +23,8 @@ def add_arguments(p):
     p.add_argument("--cold-runs", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--pairs", type=int, default=8,
+                   help="turns per variant in each round's paired process (the sharing table's side-by-side overhead)")
     p.add_argument("--positions", default="auto",
                    help="extra decode positions timed per artifact (comma-separated); 'auto': the longest that fits "
                         "the max sequence length; 'none' to skip")
@@ -76,7 +78,7 @@ def main(ns):
         except ValueError:
             raise UserError(f"--positions must be comma-separated integers, 'auto' or 'none'; got {ns.positions!r}") from None
     bench_cfg = BenchConfig(warmup=ns.warmup, iters=ns.iters, threads=ns.threads, prompt_len=ns.prompt_len,
-                            cold_runs=ns.cold_runs, positions=positions)
+                            cold_runs=ns.cold_runs, positions=positions, pairs=ns.pairs)
     variants = _names(ns.variants)
     bad = [v for v in variants if v not in ("base", "shared", "deep")]
     if bad or not variants:
