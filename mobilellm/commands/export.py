@@ -19,7 +19,7 @@ def add_arguments(p):
     g.add_argument("--max-seq-len", type=int, default=None,
                    help="KV-cache length baked into the artifact (default 512, or the model's context if smaller)")
     g.add_argument("--group-size", type=int, default=32, help="weight group size of 8da4w")
-    g.add_argument("--quantize-embedding", action="store_true", help="also store the embedding table in int8 (executorch: any scheme; onnx: w8a8, w8a8-dynamic-per-tensor, one matrix shared with the output head)")
+    g.add_argument("--quantize-embedding", action="store_true", help="also quantize the embedding table (executorch: int8 per row, any scheme; onnx: the token lookup reads the output head's quantized weights, one matrix stored once: int8 with w8a8, w8a8-dynamic-per-tensor and w8a8-block, int4 with w4a8-block)")
     g.add_argument("--external-weights", action="store_true",
                    help="executorch: write the weights to <name>.ptd beside the .pte (ExecuTorch program-data "
                         "separation); the shared embedding/output matrix is then stored once. Load with the data "
