@@ -24,7 +24,8 @@ public final class Results {
   static {
     String[][] m = {
       {"load_ms", "ms"}, {"init_ms", "ms"}, {"decode_ms", "ms"}, {"prefill_ms", "ms"},
-      {"decode_ms_at_position", "ms"}, {"decode_tokens_per_s", "tokens/s"}, {"prefill_tokens_per_s", "tokens/s"},
+      {"decode_ms_at_position", "ms"}, {"decode_ms_paired", "ms"}, {"decode_tokens_per_s", "tokens/s"},
+      {"prefill_tokens_per_s", "tokens/s"},
       {"rss_after_init_mb", "MB"}, {"rss_after_generate_mb", "MB"}, {"kv_cache_mb", "MB"},
       {"size_mb", "MB"}, {"perplexity", ""}, {"top1_agreement", ""}, {"kl_divergence", "nats"},
       {"pss_after_init_mb", "MB"}, {"pss_after_generate_mb", "MB"},
