@@ -104,7 +104,7 @@ def quantize_activations_macos(mlmodel, windows: list[list[int]], lengths: list[
 def _with_zero_biases(model: nn.Module) -> nn.Module:
     """CoreMLQuantizer's linear pattern is linear(x, w, b): a bias-free linear (all of MobileLLM's)
     matches nothing and would silently stay float. Exact zero biases make it match."""
-    m = copy.deepcopy(model)
+    m = copy.deepcopy(model, memo={id(q): q for q in model.parameters()})  # new modules, the same weights
     for mod in m.modules():
         if isinstance(mod, nn.Linear) and mod.bias is None:
             mod.bias = nn.Parameter(torch.zeros(mod.out_features), requires_grad=False)

@@ -51,7 +51,8 @@ def chunk_lengths(max_seq_len: int) -> list[int]:
 
 def state_model(model, cfg: ExportConfig):
     """An export copy with the Core ML cache, its example inputs and its dynamic length."""
-    em = copy.deepcopy(model).set_kv("state").eval().requires_grad_(False)
+    # the copy shares the fp32 parameters (its own modules and caches): no second fp32 model while exporting
+    em = copy.deepcopy(model, memo={id(q): q for q in model.parameters()}).set_kv("state").eval().requires_grad_(False)
     example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0], dtype=torch.long))
     dyn = ({1: torch.export.Dim("T", min=1, max=max(chunk_lengths(cfg.max_seq_len)))}, None)
     return em, example, dyn
