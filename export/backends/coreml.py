@@ -310,4 +310,5 @@ register(Backend(
     name="coreml", suffix=".mlpackage", schemes=SCHEMES, closest=CLOSEST, refused=REFUSED, apple_only=False, rank=20,
     summary="Core ML ML Program (.mlpackage), iOS 18 / macOS 15, KV cache as Core ML state, fp16 compute",
     export=_export, open=lambda path, manifest: CoreMLSession(Path(path), manifest),
-    runtime_missing=runtime_missing, default_scheme="fp16"))
+    runtime_missing=runtime_missing, default_scheme="fp16",
+    export_memory=(1500.0, 12.5)))  # W8A8-static peak: 350M 4,877 MiB, 1B 12,709 (after 9a0e48e)
