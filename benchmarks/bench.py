@@ -112,7 +112,7 @@ def run_rounds(paths: list[Path], cfg: BenchConfig, timeout: float = 1800, on_pr
             _add(pooled[path], _process(path, spec, timeout))
             if on_process:
                 on_process(path)
-        if len(specs) > 1 and cfg.pairs:
+        if _paired(len(specs), cfg):
             turns = _process(Path(pair_spec["artifacts"][0]), pair_spec, timeout)["paired_decode_ms"]
             for path, xs in zip(specs, turns):
                 pooled[path].setdefault("decode_ms_paired", []).extend(xs)
@@ -121,14 +121,13 @@ def run_rounds(paths: list[Path], cfg: BenchConfig, timeout: float = 1800, on_pr
     return {p: _finish(pooled[p], specs[p], cfg, series) for p in specs}
 
 
+def _paired(n_artifacts: int, cfg: BenchConfig) -> bool:
+    return n_artifacts > 1 and cfg.pairs > 0
+
+
 def processes(n_artifacts: int, cfg: BenchConfig) -> int:
     """How many processes `run_rounds` starts for n artifacts."""
-    return cfg.cold_runs * (n_artifacts + (1 if n_artifacts > 1 and cfg.pairs else 0))
-
-
-def run_one(path: Path, cfg: BenchConfig, timeout: float = 1800) -> dict:
-    """Raw samples from `cold_runs` fresh processes, pooled."""
-    return run_rounds([Path(path)], cfg, timeout)[Path(path)]
+    return cfg.cold_runs * (n_artifacts + _paired(n_artifacts, cfg))
 
 
 def records_for(path: Path, manifest: dict, raw: dict, threads: int) -> list[dict]:

@@ -60,7 +60,7 @@ def measure(spec: dict) -> dict:
     set_threads(spec["threads"])
     prompt_len, warmup, iters, gen = spec["prompt_len"], spec["warmup"], spec["iters"], spec["gen_tokens"]
     vocab = manifest["model"]["args"]["vocab_size"]
-    prompt = [1] + [(7 * i + 3) % (vocab - 3) + 3 for i in range(prompt_len - 1)]
+    prompt = _prompt(vocab, prompt_len)
     out: dict = {"rss_before_load_mb": rss_mb()[0]}
 
     session = backend.open(path, manifest)
@@ -117,8 +117,7 @@ def paired(spec: dict) -> dict:
         session = get_backend(manifest["backend"]).open(Path(a), manifest)
         session.load()
         session.init()
-        vocab = manifest["model"]["args"]["vocab_size"]
-        session.forward([1] + [(7 * i + 3) % (vocab - 3) + 3 for i in range(spec["prompt_len"] - 1)], 0)
+        session.forward(_prompt(manifest["model"]["args"]["vocab_size"], spec["prompt_len"]), 0)
         sessions.append(session)
     turns: list[list[float]] = [[] for _ in sessions]
     for _ in range(spec["pairs"]):
@@ -126,6 +125,11 @@ def paired(spec: dict) -> dict:
             xs = sorted(_decode_steps(session, spec["prompt_len"], spec["warmup"], spec["iters"]))
             times.append(xs[len(xs) // 2])
     return {"paired_decode_ms": turns}
+
+
+def _prompt(vocab: int, n: int) -> list[int]:
+    """The fixed benchmark prompt: BOS, then n - 1 ids spread over the vocabulary (no special ids)."""
+    return [1] + [(7 * i + 3) % (vocab - 3) + 3 for i in range(n - 1)]
 
 
 def _decode_steps(session, pos: int, warmup: int, iters: int) -> list[float]:

@@ -377,8 +377,8 @@ def _export_bench_report(cfg, bench_cfg, log, out, art_dir, jobs, acc_jobs, acc_
         bar = tqdm(total=sum(local_bench.processes(len(g), bench_cfg) for g in groups), desc="benchmark",
                    unit="process", file=sys.stderr)
         for group in groups:
-            kw = {"on_process": lambda _p: bar.update()} if bench is local_bench.bench else {}
-            recs, miss = bench([j.path for j in group], bench_cfg, **kw)
+            recs, miss = bench([j.path for j in group], bench_cfg)
+            bar.update(local_bench.processes(len(group), bench_cfg))
             records += recs
             missing += miss
             schema.save(results, records, missing)  # every finished record survives a later failure

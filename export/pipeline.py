@@ -16,7 +16,7 @@ from mobilellm.errors import UserError, VerificationError
 from mobilellm.export.base import Backend, ExportConfig, ExportResult, all_backends
 from mobilellm.export import verify as V
 from mobilellm.io import artifact_lock, publish, remove_path, sha256, size_bytes, staging_path
-from mobilellm.memory import return_memory
+from mobilellm.memory import return_memory, sharing_copy
 from mobilellm.manifest import code_hash, manifest_path, model_section, settings_hash, tool_versions, write_manifest
 from mobilellm.progress import Steps, peak_rss_mb
 
@@ -247,7 +247,7 @@ def _noise_proxy(model, ref: V.Reference):
     from mobilellm.quant.schemes import get
     # a structural copy sharing the fp32 parameters: torchao swaps each weight for a new quantized one in the
     # copy, so the copy holds int8 weights only (no second fp32 model at 1.5B: 6 GB)
-    q = copy.deepcopy(model, memo={id(p): p for p in model.parameters()}).tie_output_module()
+    q = sharing_copy(model).tie_output_module()
     Q.quantize_eager(q, get("w8a8"))
     out = V.replay(EagerRunner(q), ref)
     del q

@@ -6,6 +6,7 @@ top of it. `return_memory()` collects garbage and asks glibc to release its free
 elsewhere it only collects."""
 from __future__ import annotations
 
+import copy
 import ctypes
 import gc
 import sys
@@ -18,3 +19,9 @@ def return_memory() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):  # not glibc (musl): nothing to ask
             pass
+
+
+def sharing_copy(module):
+    """A deep copy of `module`'s modules and buffers that shares its parameters: a copy to restructure (other caches,
+    added biases, swapped-in quantized weights) without a second set of fp32 weights."""
+    return copy.deepcopy(module, memo={id(p): p for p in module.parameters()})

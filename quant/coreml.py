@@ -18,12 +18,11 @@ its weight is the gather table, and a PT2E copy of it would store the table twic
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from torch import nn
 
+from mobilellm.memory import sharing_copy
 from mobilellm.models.generate import GraphRunner
 
 LINEAR_TYPE = "torch.nn.modules.linear.Linear"  # nn_module_stack records types by qualified name
@@ -104,7 +103,7 @@ def quantize_activations_macos(mlmodel, windows: list[list[int]], lengths: list[
 def _with_zero_biases(model: nn.Module) -> nn.Module:
     """CoreMLQuantizer's linear pattern is linear(x, w, b): a bias-free linear (all of MobileLLM's)
     matches nothing and would silently stay float. Exact zero biases make it match."""
-    m = copy.deepcopy(model, memo={id(q): q for q in model.parameters()})  # new modules, the same weights
+    m = sharing_copy(model)
     for mod in m.modules():
         if isinstance(mod, nn.Linear) and mod.bias is None:
             mod.bias = nn.Parameter(torch.zeros(mod.out_features), requires_grad=False)

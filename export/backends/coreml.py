@@ -7,7 +7,6 @@ Off macOS the package is checked structurally (`inspect_package`). Also serves e
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import platform
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from mobilellm.errors import UserError
+from mobilellm.memory import sharing_copy
 from mobilellm.export.base import Backend, ExportConfig, ExportResult, Session, register
 from mobilellm.models.generate import check_tokens
 
@@ -51,8 +51,7 @@ def chunk_lengths(max_seq_len: int) -> list[int]:
 
 def state_model(model, cfg: ExportConfig):
     """An export copy with the Core ML cache, its example inputs and its dynamic length."""
-    # the copy shares the fp32 parameters (its own modules and caches): no second fp32 model while exporting
-    em = copy.deepcopy(model, memo={id(q): q for q in model.parameters()}).set_kv("state").eval().requires_grad_(False)
+    em = sharing_copy(model).set_kv("state").eval().requires_grad_(False)
     example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0], dtype=torch.long))
     dyn = ({1: torch.export.Dim("T", min=1, max=max(chunk_lengths(cfg.max_seq_len)))}, None)
     return em, example, dyn
