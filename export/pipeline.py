@@ -107,7 +107,10 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
     trained = _trained(manifest)
     ref = None
     proxy = None
-    if verify:  # eager fp32's logits, recorded before lowering: the fp32 weights need not outlive the export
+    # the references are for running the artifact: where its runtime is missing (Core ML off macOS) the
+    # verification is structural, and computing them would only cost time
+    numeric = verify and backend.runtime_missing() is None
+    if numeric:  # eager fp32's logits, recorded before lowering: the fp32 weights need not outlive the export
         with steps.step("fp32 reference"):
             model.reset_cache()
             ref = V.reference(EagerRunner(model))
@@ -118,7 +121,7 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
         res: ExportResult = backend.export(model if consume else copy.deepcopy(model), cfg, tmp, steps)
         quantized = None
         perturbed = None
-        if verify and res.quantized_reference is not None:
+        if numeric and res.quantized_reference is not None:
             with steps.step("quantized eager reference"):
                 quantized = V.replay(res.quantized_reference, ref)
             if not trained and cfg.scheme.quantized:

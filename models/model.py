@@ -93,13 +93,12 @@ class Attention(nn.Module):
 
     def forward(self, x, rope, input_pos, start, kv):
         B = x.shape[0]
-        cos, sin, rot, temp = rope
+        cos, sin, rot, temp = rope[:4]
         if "qkv_proj" in self._modules:  # an export copy's fused projection (MobileLLM.fuse_projections)
             H, Hkv = self.n_heads, self.n_kv
             qkv = self.qkv_proj(x).view(B, -1, H + 2 * Hkv, self.hd)  # [B, T, H + 2 Hkv, D]
-            if self.use_rope:  # every head in one rotation; v's pass through (cos 1, sin 0: self.rope_heads)
-                m = self.rope_heads
-                qkv = apply_rope(qkv, cos * m + (1 - m), sin * m, rot)
+            if self.use_rope:  # every head in one rotation; v's pass through (cos 1, sin 0: MobileLLM.qkv_rope)
+                qkv = apply_rope(qkv, *rope[4:6], rot)
             # split after the rotation, next to the cache ops (outside XNNPACK, which slices static shapes only)
             q, k, v = qkv[:, :, :H], qkv[:, :, H:H + Hkv], qkv[:, :, H + Hkv:]
         else:
@@ -203,7 +202,7 @@ class MobileLLM(nn.Module):
         cos = self.rope_cos[pos].view(1, -1, 1, hd)  # [1, T, 1, D]
         sin = self.rope_sin[pos].view(1, -1, 1, hd)
         temp = self.attn_temp[pos].view(1, -1, 1, 1) if self.attn_temp is not None else None  # [1, T, 1, 1]
-        rope = (cos, sin, self.rope_rot, temp)
+        rope = (cos, sin, self.rope_rot, temp, *self.qkv_rope(cos, sin))
         # Pieces that slice the cache get the start position as one SymInt, read once per call:
         # one unbacked symbol for the whole graph keeps torch.export and lowering linear in depth.
         start = start_position(input_pos, T, self.max_seq_len) if self.kv[0].uses_start else None
@@ -214,6 +213,14 @@ class MobileLLM(nn.Module):
         if self.args.share_embedding and "lm_head" not in self._modules:
             return F.linear(h, self.output_weight())  # [B, T, vocab]
         return self.lm_head(h)
+
+    def qkv_rope(self, cos, sin) -> tuple:
+        """cos/sin over a fused projection's q, k and v heads [1, T, H + 2 Hkv, D]: v's heads pass through (cos 1,
+        sin 0). Made once per call for every fused block (one graph node each, not four per block)."""
+        if not hasattr(self, "rope_heads"):
+            return (None, None)
+        m = self.rope_heads
+        return cos * m + (1 - m), sin * m
 
     def release_weights(self) -> "MobileLLM":
         """Drop every parameter and buffer's storage (an export that no longer needs the eager model, e.g.
@@ -252,9 +259,10 @@ class MobileLLM(nn.Module):
             a.qkv_proj = nn.Linear(a.q_proj.in_features, (a.n_heads + 2 * a.n_kv) * a.hd, bias=False)
             a.qkv_proj.weight = nn.Parameter(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach(),
                                              requires_grad=False)
-            heads = torch.zeros(1, 1, a.n_heads + 2 * a.n_kv, 1)
-            heads[:, :, :a.n_heads + a.n_kv] = 1.0
-            a.register_buffer("rope_heads", heads, persistent=False)  # 1: rotated (q, k), 0: passed through (v)
+            if not hasattr(self, "rope_heads"):  # every block has the same heads: one mask for all
+                heads = torch.zeros(1, 1, a.n_heads + 2 * a.n_kv, 1)
+                heads[:, :, :a.n_heads + a.n_kv] = 1.0
+                self.register_buffer("rope_heads", heads, persistent=False)  # 1: rotated (q, k), 0: passed (v)
             del a.q_proj, a.k_proj, a.v_proj
         return self
 

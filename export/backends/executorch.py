@@ -44,10 +44,9 @@ def llm_metadata(args, max_seq_len: int) -> dict:
 
 
 def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from mobilellm.export import ptd
-    from mobilellm.export.xnnpack_passes import skip_unused_passes
+    from mobilellm.export.xnnpack_passes import partitioner, skip_unused_passes
     from mobilellm.quant import executorch as Q
 
     args, msl = model.args, cfg.max_seq_len
@@ -74,11 +73,13 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
     if cfg.external_weights:
         ptd.tag_weights(ep)
     with steps.step("lower to XNNPACK"), skip_unused_passes(ep) as skipped:
+        xnn = partitioner()
         edge = to_edge_transform_and_lower(
-            ep, partitioner=[XnnpackPartitioner()], constant_methods=llm_metadata(args, msl),
+            ep, partitioner=[xnn], constant_methods=llm_metadata(args, msl),
             compile_config=EdgeCompileConfig(_check_ir_validity=False))
         delegation = delegation_report(edge.exported_program().graph_module)
         delegation["xnnpack_passes_skipped"] = skipped  # rewrite ops absent from this graph
+        delegation["decomposition_check"] = "per node" if xnn.checked is not False else "skipped: every kept node passes"
     with steps.step("serialize"):
         prog = edge.to_executorch(ExecutorchBackendConfig(
             extract_delegate_segments=True, do_quant_fusion_and_const_prop=cfg.quantize_embedding,

@@ -132,8 +132,12 @@ def test_quantize_embedding_alone_refused(tmp_path):
 
 
 @pytest.mark.skipif(not LINUX, reason="on macOS Core ML can run")
-def test_runtime_missing_names_the_reason():
+def test_runtime_missing_names_the_reason(a8_shared):
     assert "macOS" in CM.runtime_missing() and "Apple" in ETC.runtime_missing()
+    # where the package cannot run, no eager reference is computed for a numerical check that cannot happen
+    path, m = a8_shared
+    assert "not possible here" in m["verification"]["numerical"] and m["verification"]["passed"] is True
+    assert not {"fp32 reference", "quantized eager reference", "its rounding sensitivity"} & set(m["export_step_seconds"])
 
 
 def test_corrupt_package_is_a_clear_error(w8_pair, tmp_path, cli):

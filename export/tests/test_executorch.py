@@ -242,18 +242,37 @@ def test_external_weights_failed_verification_leaves_no_pair(tmp_path, monkeypat
 
 
 def test_skipping_unused_xnnpack_passes_changes_no_byte(tmp_path, monkeypatch):
-    """The pruned per-partition passes only rewrite ops a MobileLLM graph lacks: the same .pte bytes."""
+    """The pruned per-partition passes only rewrite ops a MobileLLM graph lacks, and the decomposition check
+    that every kept node passes decides nothing: the same .pte bytes as ExecuTorch's full lowering."""
     import torch
     from mobilellm.export import xnnpack_passes as XPP
     pruned, m = _export(tmp_path / "pruned", "w8a8", emb=True, layers=1, verify=False)  # pruned, as every export is
     assert "FuseBatchNormPass" in m["delegation"]["xnnpack_passes_skipped"]
-    monkeypatch.setattr(XPP, "UNUSED", {})
+    assert "FuseActivationPass" in m["delegation"]["xnnpack_passes_skipped"]
+    assert m["delegation"]["decomposition_check"].startswith("skipped")
+    monkeypatch.setattr(XPP, "PINNED", "0.0.0")  # neither shortcut: ExecuTorch's own lowering
     full, m2 = _export(tmp_path / "full", "w8a8", emb=True, layers=1, verify=False)  # the bytes are the point
-    assert m2["delegation"]["xnnpack_passes_skipped"] == [] and m2["sha256"] == m["sha256"]
+    assert m2["delegation"]["xnnpack_passes_skipped"] == [] and m2["delegation"]["decomposition_check"] == "per node"
+    assert m2["sha256"] == m["sha256"]
     monkeypatch.undo()
     conv = torch.nn.Sequential(torch.nn.Conv1d(4, 4, 3), torch.nn.BatchNorm1d(4)).eval()
     keep = XPP.prunable(torch.export.export(conv, (torch.randn(1, 4, 8),)))
     assert "Conv1dUnsqueezePass" not in keep and "DecomposeBatchNorm" not in keep and "PReLUReshapePass" in keep
+
+
+def test_the_decomposition_check_stays_where_it_refuses_a_node(monkeypatch):
+    """Only a check that keeps every node is dropped; one that refuses a node still decides, as in ExecuTorch."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from mobilellm.export import xnnpack_passes as XPP
+    ep = torch.export.export(torch.nn.Linear(8, 4), (torch.randn(2, 8),)).run_decompositions({})
+    p = XPP.partitioner()
+    assert p.ops_to_not_decompose(ep)[1] is None and p.checked is False
+    base = XnnpackPartitioner.ops_to_not_decompose
+    monkeypatch.setattr(XnnpackPartitioner, "ops_to_not_decompose",
+                        lambda self, ep: (base(self, ep)[0], lambda n: "linear" not in str(n.target)))
+    p = XPP.partitioner()
+    assert p.ops_to_not_decompose(ep)[1] is not None and p.checked is True
 
 
 def test_corrupt_or_truncated_pte(tmp_path, w8a8_pair):
