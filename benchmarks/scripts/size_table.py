@@ -10,7 +10,13 @@ A job is backend:scheme, optionally +emb8 (--quantize-embedding) and +ptd (--ext
 
 Each export runs in its own process (`mobilellm export`), one at a time: the peak RSS in its
 manifest (`export_peak_rss_mb`, ru_maxrss) is that export's alone. Decode: `mobilellm bench`, one
-cold process. A row that fails keeps its one-line reason; the others still run."""
+cold process. A row that fails keeps its one-line reason; the others still run.
+
+How export time scales: `--layers 15,30,60` exports each model at those stored depths (its own width), and
+the table ends with the fitted exponents of export seconds against executed blocks (same width) and
+against executed parameters (same depth), per backend:scheme.
+
+    python benchmarks/scripts/size_table.py --models 125M,350M,1B --layers 30 --jobs executorch:w8a8+emb8 --no-bench"""
 from __future__ import annotations
 
 import argparse
@@ -40,7 +46,14 @@ def main(argv=None) -> int:
     ap.add_argument("--max-seq-len", type=int, default=512)
     ap.add_argument("--out", type=Path, default=Path("runs/sizes"))
     ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("--layers", default="", help="stored blocks, comma-separated (default: each preset's own)")
     a = ap.parse_args(argv)
+    try:
+        depths = [int(n) for n in a.layers.split(",")] if a.layers else [None]
+    except ValueError:
+        ap.error(f"--layers takes positive integers, comma-separated; got {a.layers!r}")
+    if any(d is not None and d < 1 for d in depths):
+        ap.error(f"--layers takes positive integers, comma-separated; got {a.layers!r}")
     from mobilellm.errors import UserError
     from mobilellm.models.config import from_name
     for job in a.jobs.split(","):  # bad input: one line, before any export
@@ -51,15 +64,18 @@ def main(argv=None) -> int:
     except UserError as e:
         ap.error(str(e))
     rows = []
-    for model in a.models.split(","):
-        args = from_name(model)
+    for model, depth in ((m, d) for m in a.models.split(",") for d in depths):
+        args = from_name(model) if depth is None else from_name(model, n_layers=depth)
+        name = model if depth is None else f"{model}-{depth}L"
         for job in a.jobs.split(","):
             backend, spec = job.split(":")
             scheme, *flags = spec.split("+")
-            out = a.out / f"{model}_{backend}_{spec}"
+            out = a.out / f"{name}_{backend}_{spec}"
             p = _cli("export", "--model", model, "--backend", backend, "--quant", scheme, "--max-seq-len",
-                     a.max_seq_len, "--out", out, "--force", "--json", *[FLAGS[f] for f in flags])
-            row = {"model": model, "backend": backend, "scheme": spec, "params": args.param_count()}
+                     a.max_seq_len, "--out", out, "--force", "--json", *[FLAGS[f] for f in flags],
+                     *(["--layers", depth] if depth is not None else []))
+            row = {"model": name, "backend": backend, "scheme": spec, "params": args.param_count(),
+                   "executed_blocks": args.n_executed, "width": args.dim}
             # a shared block's weights count once per run: the same depth unshared has the executed parameters
             executed = args.replace(n_layers=args.n_executed, repeat=1).param_count()
             if p.returncode != 0:
@@ -69,7 +85,9 @@ def main(argv=None) -> int:
                 continue
             m = json.loads(p.stdout)
             art = out / m["artifact"]
+            row["executed_params"] = executed
             row.update(export_s=m["export_seconds"], peak_rss_mb=m["export_peak_rss_mb"],
+                       lowering_s=next((v for k, v in m["export_step_seconds"].items() if k.startswith("lower")), None),
                        peak_bytes_per_param=round(m["export_peak_rss_mb"] * 2**20 / args.param_count(), 2),
                        peak_bytes_per_executed_param=round(m["export_peak_rss_mb"] * 2**20 / executed, 2),
                        size_mb=round(_stored(m) / 1e6, 1), bytes_per_param=round(_stored(m) / args.param_count(), 3),
@@ -85,15 +103,37 @@ def main(argv=None) -> int:
                                              and r["statistic"] == "median"), None)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    cols = ["model", "backend", "scheme", "export_s", "peak_rss_mb", "peak_bytes_per_param",
+    cols = ["model", "backend", "scheme", "executed_blocks", "export_s", "lowering_s", "peak_rss_mb", "peak_bytes_per_param",
             "peak_bytes_per_executed_param", "peak_step", "size_mb", "embedding_mb",
             "bytes_per_param", "decode_ms", "verified", "error"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+    for line in exponents(rows):
+        print(line)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "sizes.json").write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def exponents(rows: list[dict]) -> list[str]:
+    """Least-squares slope of log(export s) on log(executed blocks) among rows of one width, and on
+    log(executed params) among rows of one depth, per backend:scheme (two or more rows each)."""
+    import math
+    out = []
+    for axis, same in (("executed_blocks", "width"), ("executed_params", "executed_blocks")):
+        groups: dict = {}
+        for r in rows:
+            if "export_s" in r:
+                groups.setdefault((r["backend"], r["scheme"], r[same]), []).append((r[axis], r["export_s"]))
+        for (backend, scheme, fixed), pts in sorted(groups.items()):
+            if len({x for x, _ in pts}) < 2:
+                continue
+            xs, ys = [math.log(x) for x, _ in pts], [math.log(y) for _, y in pts]
+            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+            k = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+            out.append(f"{backend}:{scheme}: export s ~ {axis}^{k:.2f} at {same} {fixed} ({len(pts)} rows)")
+    return out
 
 
 if __name__ == "__main__":
