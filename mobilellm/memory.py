@@ -21,6 +21,26 @@ def return_memory() -> None:
             pass
 
 
+# (module, function): device lookups cached per module (functools.cache) by the PT2E quantizers
+DEVICE_CACHES = (("torchao.utils", "_assert_and_get_unique_device"),
+                 ("torch.ao.quantization.fx.utils", "assert_and_get_unique_device"))
+
+
+def forget_quantized_modules() -> None:
+    """torchao's and torch.ao's `assert_and_get_unique_device(module)` are `functools.cache`s keyed by the module:
+    every model PT2E prepares (and the graph module it was exported to) stays referenced by them for the life of
+    the process, weights and observers included: an fp32 copy of the model that nothing can free. Cleared once
+    quantization is done."""
+    import importlib
+    for mod, name in DEVICE_CACHES:
+        try:
+            cached = getattr(importlib.import_module(mod), name)
+        except (ImportError, AttributeError):
+            continue
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+
+
 def sharing_copy(module):
     """A deep copy of `module`'s modules and buffers that shares its parameters: a copy to restructure (other caches,
     added biases, swapped-in quantized weights) without a second set of fp32 weights."""

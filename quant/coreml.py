@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilellm.memory import sharing_copy
+from mobilellm.memory import forget_quantized_modules, sharing_copy
 from mobilellm.models.generate import GraphRunner
 
 LINEAR_TYPE = "torch.nn.modules.linear.Linear"  # nn_module_stack records types by qualified name
@@ -169,6 +169,9 @@ def quantize_static_pt2e(model: nn.Module, example, dynamic_shapes, windows: lis
                 _freeze_weight_fake_quant(prepared, True)
     _freeze_weight_fake_quant(prepared, False)
     q = convert_pt2e(prepared)
+    del prepared
+    forget_quantized_modules()  # else torchao's device cache keeps the prepared model and its fp32 weights
+    _drop_unread_tensors(q)
     linears = [n for n in q.graph.nodes if n.target == torch.ops.aten.linear.default]
     fed = sum(1 for n in linears if "dequantize" in str(getattr(n.args[0], "target", "")))
     n_lin = sum(1 for mod in m.modules() if isinstance(mod, nn.Linear))
@@ -178,6 +181,24 @@ def quantize_static_pt2e(model: nn.Module, example, dynamic_shapes, windows: lis
     if fed == 0:
         raise RuntimeError("CoreMLQuantizer annotated no linear: the W8A8 artifact would be weight-only")
     return q, facts
+
+
+def _drop_unread_tensors(gm) -> int:
+    """convert_pt2e leaves the fp32 weights it folded into int8 constants (and the copies made before the
+    shared ones were split) as attributes no graph node reads: a second full-size model in the converted
+    graph. Dropped here, so that they are freed with the eager model. Returns the bytes dropped."""
+    read = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    dropped = 0
+    for prefix, mod in list(gm.named_modules()):
+        names = [*mod._parameters, *mod._buffers,
+                 *(k for k, v in vars(mod).items() if isinstance(v, torch.Tensor) and not k.startswith("_"))]
+        for name in names:
+            full = f"{prefix}.{name}" if prefix else name
+            t = getattr(mod, name, None)
+            if isinstance(t, torch.Tensor) and full not in read:
+                dropped += t.numel() * t.element_size()
+                delattr(mod, name)
+    return dropped
 
 
 def _freeze_weight_fake_quant(prepared, frozen: bool) -> None:

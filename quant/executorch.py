@@ -57,5 +57,9 @@ def quantize_static_pt2e(exported, calibration: list[list[int]]):
     with torch.no_grad():
         for window in calibration:  # each window is a fresh prefill from position 0
             m(torch.tensor([window], dtype=torch.long), torch.tensor([0], dtype=torch.long))
-    return convert_pt2e(m), {"weights": "int8 per-channel symmetric", "activations": "int8 per-tensor static",
+    from mobilellm.memory import forget_quantized_modules
+    q = convert_pt2e(m)
+    del m
+    forget_quantized_modules()  # else torchao's device cache keeps the prepared model alive
+    return q, {"weights": "int8 per-channel symmetric", "activations": "int8 per-tensor static",
                               "quantizer": "ExecuTorch XNNPACKQuantizer (PT2E)", "calibration_windows": len(calibration)}
