@@ -183,22 +183,17 @@ def quantize_static_pt2e(model: nn.Module, example, dynamic_shapes, windows: lis
     return q, facts
 
 
-def _drop_unread_tensors(gm) -> int:
+def _drop_unread_tensors(gm) -> None:
     """convert_pt2e leaves the fp32 weights it folded into int8 constants (and the copies made before the
     shared ones were split) as attributes no graph node reads: a second full-size model in the converted
-    graph. Dropped here, so that they are freed with the eager model. Returns the bytes dropped."""
+    graph. Dropped here, so that they are freed with the eager model."""
     read = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
-    dropped = 0
     for prefix, mod in list(gm.named_modules()):
         names = [*mod._parameters, *mod._buffers,
                  *(k for k, v in vars(mod).items() if isinstance(v, torch.Tensor) and not k.startswith("_"))]
         for name in names:
-            full = f"{prefix}.{name}" if prefix else name
-            t = getattr(mod, name, None)
-            if isinstance(t, torch.Tensor) and full not in read:
-                dropped += t.numel() * t.element_size()
+            if isinstance(getattr(mod, name, None), torch.Tensor) and (f"{prefix}.{name}" if prefix else name) not in read:
                 delattr(mod, name)
-    return dropped
 
 
 def _freeze_weight_fake_quant(prepared, frozen: bool) -> None:

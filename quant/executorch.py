@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mobilellm.memory import forget_quantized_modules
+
 def quantize_eager(model: nn.Module, scheme, group_size: int = 32, embedding: bool = False) -> dict:
     """In place on an export copy (with `tie_output_module()` applied): the dynamic-activation
     schemes (`scheme.activations == "dynamic"`, per-token) and the optional int8 embedding.
@@ -57,9 +59,8 @@ def quantize_static_pt2e(exported, calibration: list[list[int]]):
     with torch.no_grad():
         for window in calibration:  # each window is a fresh prefill from position 0
             m(torch.tensor([window], dtype=torch.long), torch.tensor([0], dtype=torch.long))
-    from mobilellm.memory import forget_quantized_modules
     q = convert_pt2e(m)
     del m
     forget_quantized_modules()  # else torchao's device cache keeps the prepared model alive
     return q, {"weights": "int8 per-channel symmetric", "activations": "int8 per-tensor static",
-                              "quantizer": "ExecuTorch XNNPACKQuantizer (PT2E)", "calibration_windows": len(calibration)}
+               "quantizer": "ExecuTorch XNNPACKQuantizer (PT2E)", "calibration_windows": len(calibration)}

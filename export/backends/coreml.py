@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobilellm.memory import return_memory
 from mobilellm.errors import UserError
-from mobilellm.memory import sharing_copy
+from mobilellm.memory import return_memory, sharing_copy
 from mobilellm.export.base import Backend, ExportConfig, ExportResult, Session, register
 from mobilellm.models.generate import check_tokens
 
@@ -68,14 +67,7 @@ def _export(model, cfg: ExportConfig, out: Path, steps) -> dict:
         raise UserError(f"w8a8-static on macOS calibrates through Core ML prediction, which is unavailable: {runtime_missing()}")
     cache_shape = tuple(em.kv[0].k_cache.shape)
     if cfg.scheme.calibrated and not mac_a8:
-        fp32 = fixed_reference(model)  # before calibration: the fp32 weights need not outlive it
-        prog, quant, ref = Q.calibrated(model, em, example, dyn, cfg, steps, max(lengths))
-        # from here on the converted graph is the model: the fp32 weights (ours: see the pipeline) go before
-        # it runs and is exported
-        em.release_weights()
-        model.release_weights()
-        return_memory()
-        quant.update(quantized_eager_check(fp32, ref, cfg))
+        prog, quant, ref = calibrated(model, em, example, dyn, cfg, steps, max(lengths))
     with steps.step("torch.export"), torch.no_grad():
         ep = torch.export.export(prog, example, dynamic_shapes=dyn, strict=False).run_decompositions({})
     with steps.step("convert (coremltools)"):
@@ -104,6 +96,20 @@ def _export(model, cfg: ExportConfig, out: Path, steps) -> dict:
                    structural["spec_version"], "compute_precision": cfg.scheme.compute},
         "sizes": {"weight_bytes": structural["weight_file_bytes"]},
         "runtime": {"name": "coreml", "state": "MLModel.make_state()"}})
+
+
+def calibrated(model, em, example, dyn, cfg: ExportConfig, steps, window: int) -> tuple:
+    """PT2E W8A8-static off macOS (Core ML and ExecuTorch's Core ML delegate): (converted graph, facts with the
+    scheme check, its runner). The eager fp32 logits of the check are taken first; once the converted graph is the
+    model, the fp32 weights (ours: see the pipeline) go, before it runs and is exported."""
+    from mobilellm.quant import coreml as Q
+    fp32 = fixed_reference(model)
+    prog, quant, ref = Q.calibrated(model, em, example, dyn, cfg, steps, window)
+    em.release_weights()
+    model.release_weights()
+    return_memory()
+    quant.update(quantized_eager_check(fp32, ref, cfg))
+    return prog, quant, ref
 
 
 def fixed_reference(model) -> tuple:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from mobilellm.memory import return_memory
 from mobilellm.errors import UserError
 from mobilellm.export.backends import coreml as C
 from mobilellm.export.base import Backend, ExportConfig, ExportResult, Session, register
@@ -34,13 +33,8 @@ def _export(model, cfg: ExportConfig, out: Path, steps) -> dict:
     args, lengths = model.args, C.chunk_lengths(cfg.max_seq_len)
     em, example, dyn = C.state_model(model, cfg)
     prog, quant, ref = em, {}, None
-    if cfg.scheme.calibrated:  # as the coreml backend: the fp32 weights go once the converted graph is the model
-        fp32 = C.fixed_reference(model)
-        prog, quant, ref = Q.calibrated(model, em, example, dyn, cfg, steps, max(lengths))
-        em.release_weights()
-        model.release_weights()
-        return_memory()
-        quant.update(C.quantized_eager_check(fp32, ref, cfg))
+    if cfg.scheme.calibrated:
+        prog, quant, ref = C.calibrated(model, em, example, dyn, cfg, steps, max(lengths))
     with steps.step("torch.export"), torch.no_grad():
         ep = torch.export.export(prog, example, dynamic_shapes=dyn, strict=False)
     specs = CoreMLBackend.generate_compile_specs(

@@ -41,7 +41,7 @@ def test_coreml_pt2e_lets_the_fp32_weights_go():
     assert out.shape == (1, 3, model.args.vocab_size) and torch.isfinite(out).all()
 
 
-def test_executorch_pt2e_forgets_the_prepared_model():
+def test_executorch_pt2e_forgets_the_prepared_model(monkeypatch):
     model = build(from_name("tiny-random"), seed=0, max_seq_len=64).set_kv("custom").eval()
     example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0], dtype=torch.long))
     ep = torch.export.export(model, example, dynamic_shapes=({1: torch.export.Dim("seq", min=1, max=63)}, None),
@@ -49,10 +49,7 @@ def test_executorch_pt2e_forgets_the_prepared_model():
     prepared = []
     import torchao.quantization.pt2e.quantize_pt2e as P
     real = P.prepare_pt2e
-    P.prepare_pt2e = lambda *a, **k: (prepared.append(weakref.ref(m := real(*a, **k))), m)[1]
-    try:
-        QE.quantize_static_pt2e(ep, [[1, 5, 9, 13]])
-    finally:
-        P.prepare_pt2e = real
+    monkeypatch.setattr(P, "prepare_pt2e", lambda *a, **k: (prepared.append(weakref.ref(m := real(*a, **k))), m)[1])
+    QE.quantize_static_pt2e(ep, [[1, 5, 9, 13]])
     gc.collect()
     assert prepared and prepared[0]() is None
