@@ -48,12 +48,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-bench", action="store_true")
     ap.add_argument("--layers", default="", help="stored blocks, comma-separated (default: each preset's own)")
     a = ap.parse_args(argv)
-    try:
-        depths = [int(n) for n in a.layers.split(",")] if a.layers else [None]
-    except ValueError:
-        ap.error(f"--layers takes positive integers, comma-separated; got {a.layers!r}")
-    if any(d is not None and d < 1 for d in depths):
-        ap.error(f"--layers takes positive integers, comma-separated; got {a.layers!r}")
+    depths = [None]
+    if a.layers:
+        parts = a.layers.split(",")
+        if not all(n.isdigit() and int(n) > 0 for n in parts):
+            ap.error(f"--layers takes positive integers, comma-separated; got {a.layers!r}")
+        depths = [int(n) for n in parts]
     from mobilellm.errors import UserError
     from mobilellm.models.config import from_name
     for job in a.jobs.split(","):  # bad input: one line, before any export
