@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from mobilellm import failures
 from mobilellm.errors import UserError, VerificationError
 from mobilellm.export.base import Backend, ExportConfig, ExportResult, all_backends
 from mobilellm.export import verify as V
@@ -181,15 +182,17 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
         # Publish order: data file, companions, the artifact, and its manifest last. A manifest names
         # the sha256 of its artifact, and reuse checks it: a stop between the renames leaves either no
         # manifest or one whose file does not match, never a valid-looking pair of mismatched files.
+        # A signal in here waits for the manifest: it would otherwise leave a finished file without one.
         cost()
-        remove_path(manifest_path(out))
-        data.publish(data.final)
-        for comp in res.companions:  # verified above (or by the backend)
-            _publish_companion(out.with_suffix(comp.suffix), Path(comp.path), {**manifest, **comp.manifest})
-        publish(tmp, out)
-        if backend.after_publish is not None:
-            manifest.update(backend.after_publish(out, model.args, cfg) or {})
-        write_manifest(out, manifest)
+        with failures.publishing():
+            remove_path(manifest_path(out))
+            data.publish(data.final)
+            for comp in res.companions:  # verified above (or by the backend)
+                _publish_companion(out.with_suffix(comp.suffix), Path(comp.path), {**manifest, **comp.manifest})
+            publish(tmp, out)
+            if backend.after_publish is not None:
+                manifest.update(backend.after_publish(out, model.args, cfg) or {})
+            write_manifest(out, manifest)
     return out, manifest
 
 

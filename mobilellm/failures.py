@@ -13,10 +13,32 @@ from pathlib import Path
 
 _ON_STOP: list = []  # callbacks run before the process ends on a signal (stop export workers, ...)
 _COMMAND = ["mobilellm"]
+_DEFERRED: list = []  # [depth, pending signal or None] while a publish is in progress
 
 
 def on_stop(callback) -> None:
     _ON_STOP.append(callback)
+
+
+class publishing:
+    """A publish in progress (renames, then the manifest, then what is built from the published file):
+    a SIGINT / SIGTERM arriving inside waits until it ends, so a stop never leaves a finished artifact
+    without its manifest. Only for short, bounded work: the stop is delayed by it."""
+
+    def __enter__(self):
+        if not _DEFERRED:
+            _DEFERRED[:] = [0, None]
+        _DEFERRED[0] += 1
+        return self
+
+    def __exit__(self, *exc):
+        _DEFERRED[0] -= 1
+        if _DEFERRED[0] == 0:
+            pending = _DEFERRED[1]
+            _DEFERRED.clear()
+            if pending is not None:
+                _stop(pending, None)
+        return False
 
 
 def _stop(signum, frame):
@@ -24,6 +46,9 @@ def _stop(signum, frame):
     exit 128+signum. No exception is raised into the interrupted code: torch and the exporters run
     C++ that does not survive an exception thrown from a signal handler (seen: a segfault)."""
     from mobilellm.io import remove_staged
+    if _DEFERRED:  # inside `publishing`: stop when it ends
+        _DEFERRED[1] = _DEFERRED[1] or signum
+        return
     signal.signal(signum, signal.SIG_IGN)  # a second signal does not interrupt the cleanup
     for cb in reversed(_ON_STOP):
         try:

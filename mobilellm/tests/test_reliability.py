@@ -179,6 +179,35 @@ def test_sigterm_during_run_keeps_finished_artifacts_and_the_rerun_resumes(tmp_p
     assert "reused" in p.stderr and "exported" in p.stderr, p.stderr[-3000:]
 
 
+def test_a_signal_while_publishing_waits_for_the_manifest(tmp_path):
+    """The finished file, then `.genai/`, then the manifest: a SIGTERM between them (seen in CI: a run
+    stopped while ONNX's genai directory was staged) finishes the publish, then stops."""
+    script = (
+        "import os, signal, sys\n"
+        "from mobilellm.export.base import get_backend\n"
+        "b = get_backend('onnx')\n"
+        "orig = b.after_publish\n"
+        "def stopped(*a):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return orig(*a)\n"
+        "b.after_publish = stopped\n"
+        "from mobilellm.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    p = subprocess.run([sys.executable, "-c", script, *FAST_EXPORT, "--out", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 143 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert "stopped by SIGTERM" in p.stderr, p.stderr[-3000:]
+    left = sorted(q.name for q in tmp_path.iterdir())
+    assert not [n for n in left if n.startswith(".partial-")], left
+    art = tmp_path / "tiny-random_fp32_onnx.onnx"
+    assert art.is_file() and (tmp_path / f"{art.name}.manifest.json").is_file(), left
+    assert (tmp_path / "tiny-random_fp32_onnx.genai" / "genai_config.json").is_file(), left
+    import json
+    from mobilellm.io import sha256
+    m = json.loads((tmp_path / f"{art.name}.manifest.json").read_text())
+    assert m["sha256"] == sha256(art) and m["verification"]["passed"], m["verification"]
+
+
 def test_two_runs_on_one_directory_do_not_interleave(tmp_path):
     first = _start(*_run_args(tmp_path, "base"))
     _wait_for(lambda: (tmp_path / ".mobilellm-run.lock").is_file() and
