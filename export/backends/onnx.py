@@ -274,6 +274,9 @@ class OnnxSession(Session):
                        for x in self._sess.get_inputs()[2:]]
         self._bytes = None  # the session holds its own copy
         self._binding = None
+        self._ones = np.ones((1, self.max_seq_len), np.int64)
+        self._logits_dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(
+            self._sess.get_outputs()[0].type)
         self.reset()
 
     def reset(self) -> None:
@@ -298,12 +301,20 @@ class OnnxSession(Session):
         return out[0].astype(np.float32, copy=False)
 
     def _step_shared(self, ids, start_pos: int) -> np.ndarray:
+        import onnxruntime as ort
         b = self._binding
         b.bind_cpu_input(self._in[0], np.array([list(ids)], np.int64))
-        b.bind_cpu_input(self._in[1], np.ones((1, start_pos + len(ids)), np.int64))
-        b.bind_output(self._out[0])  # a fresh logits tensor: its length changes with the step's
+        b.bind_cpu_input(self._in[1], self._ones[:, :start_pos + len(ids)])  # a view: the mask is all ones
+        if self._logits_dtype is None:
+            b.bind_output(self._out[0])
+            self._sess.run_with_iobinding(b)
+            return b.get_outputs()[0].numpy()
+        # the logits land in an array made for this step (the caller keeps it): no output objects to
+        # wrap and copy after the run, which cost as much as the run itself on a small model
+        logits = np.empty((1, len(ids), self.vocab_size), self._logits_dtype)
+        b.bind_ortvalue_output(self._out[0], ort.OrtValue.ortvalue_from_numpy(logits))
         self._sess.run_with_iobinding(b)
-        return b.get_outputs()[0].numpy()
+        return logits
 
     def _step_growing(self, ids, start_pos: int) -> np.ndarray:
         import onnxruntime as ort

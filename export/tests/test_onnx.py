@@ -440,7 +440,7 @@ def test_the_cache_is_one_buffer_written_in_place(exported):
 def test_bench_times_what_a_generation_costs(exported):
     """`bench`'s decode step at position P is one step of a generation at P (the cache grows by one, nothing is
     re-fed or copied): measured alternately step by step in one process against onnxruntime-genai's own
-    generator on the same file, the medians agree."""
+    generator on the same file, the median of the paired ratios is near 1."""
     import time
 
     import onnxruntime_genai as og
@@ -451,15 +451,16 @@ def test_bench_times_what_a_generation_costs(exported):
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=MSL)
     gen = og.Generator(model, params)
-    P = 40
+    P, steps = 30, 30  # P + steps < MSL
     prompt = [1] + list(range(3, 3 + P - 1))
     gen.append_tokens(prompt)
     s.forward(prompt, 0)
     ours, theirs = [], []
-    for i in range(20):
+    for i in range(steps):
         ours += _decode_steps(s, P + i, 0, 1)
         t = time.perf_counter()
         gen.generate_next_token()
         theirs.append((time.perf_counter() - t) * 1e3)
-    ratio = np.median(ours) / np.median(theirs)
-    assert 0.5 < ratio < 1.5, (np.median(ours), np.median(theirs))
+    # each step against its neighbour in time: a burst of load from a parallel test hits both
+    ratio = float(np.median(np.array(ours) / np.array(theirs)))
+    assert 0.5 < ratio < 1.5, (ratio, np.median(ours), np.median(theirs))
