@@ -16,7 +16,7 @@ from mobilellm import failures
 from mobilellm.errors import UserError, VerificationError
 from mobilellm.export.base import Backend, ExportConfig, ExportResult, all_backends
 from mobilellm.export import verify as V
-from mobilellm.io import artifact_lock, publish, remove_path, sha256, size_bytes, staging_path
+from mobilellm.io import artifact_lock, library_temp_beside, publish, remove_path, sha256, size_bytes, staging_path
 from mobilellm.memory import return_memory, sharing_copy
 from mobilellm.manifest import code_hash, manifest_path, model_section, settings_hash, tool_versions, write_manifest
 from mobilellm.progress import Steps, peak_rss_mb
@@ -118,7 +118,7 @@ def _export_locked(model, backend: Backend, cfg: ExportConfig, out: Path, manife
         if not trained and cfg.scheme.quantized and not backend.quantized_reference:
             with steps.step("scheme noise estimate (torchao w8a8 eager)"):
                 proxy = _noise_proxy(model, ref)
-    with staging_path(out) as tmp, _staged_data(out, tmp) as data:
+    with staging_path(out) as tmp, _staged_data(out, tmp) as data, library_temp_beside(out):
         res: ExportResult = backend.export(model if consume else copy.deepcopy(model), cfg, tmp, steps)
         quantized = None
         perturbed = None

@@ -42,6 +42,28 @@ def staging_path(final: Path):
         unregister_staged(tmp)
 
 
+@contextlib.contextmanager
+def library_temp_beside(final: Path):
+    """Point `tempfile` (what coremltools' converter writes its weights and temporary .mlpackages into,
+    gigabytes at 1B) at a staged directory beside `final` while an export runs: the space is taken
+    where the artifact goes (the free-space check counts it), and a signal or a crash removes it with
+    the rest of the staging, where the system temp dir kept every one an abrupt exit left."""
+    import tempfile
+    final = Path(final)
+    d = final.with_name(f".partial-{os.getpid()}-tmp-{final.name}")
+    remove_path(d)
+    d.mkdir(parents=True)
+    register_staged(d)
+    before = tempfile.tempdir
+    tempfile.tempdir = str(d)
+    try:
+        yield d
+    finally:
+        tempfile.tempdir = before
+        remove_path(d)
+        unregister_staged(d)
+
+
 def publish(tmp: Path, final: Path) -> None:
     """Rename a finished temporary file or directory (a .mlpackage) onto its final name."""
     if final.is_dir() and not final.is_symlink():

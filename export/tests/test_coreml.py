@@ -27,9 +27,28 @@ def _export(backend, out, scheme, repeat=1):
 
 
 @pytest.fixture(scope="module")
-def w8_pair(tmp_path_factory):
+def system_tmp(tmp_path_factory):
+    """The system temp dir as `tempfile` sees it while w8_pair exports."""
+    return tmp_path_factory.mktemp("system-tmp")
+
+
+@pytest.fixture(scope="module")
+def w8_pair(tmp_path_factory, system_tmp):
     d = tmp_path_factory.mktemp("w8")
-    return _export(CM, d / "plain", "8w"), _export(CM, d / "shared", "8w", repeat=2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tempfile.tempdir", str(system_tmp))
+        return _export(CM, d / "plain", "8w"), _export(CM, d / "shared", "8w", repeat=2)
+
+
+def test_coremltools_temporary_files_stay_in_the_staging(w8_pair, system_tmp):
+    """The converter's weights and temporary .mlpackages (gigabytes at 1B) go to a staged directory
+    beside the artifact, removed with it: none in the system temp dir (coremltools removes its own
+    only at a normal interpreter exit: every signal, crash or os._exit left them there)."""
+    import tempfile
+    assert tempfile.gettempdir() != str(system_tmp)  # restored after the export
+    assert sorted(system_tmp.iterdir()) == []
+    for path, _ in w8_pair:
+        assert not [q.name for q in path.parent.iterdir() if q.name.startswith(".partial-")]
 
 
 @pytest.fixture(scope="module")
