@@ -45,9 +45,9 @@ def staging_path(final: Path):
 @contextlib.contextmanager
 def library_temp_beside(final: Path):
     """Point `tempfile` (what coremltools' converter writes its weights and temporary .mlpackages into,
-    gigabytes at 1B) at a staged directory beside `final` while an export runs: the space is taken
-    where the artifact goes (the free-space check counts it), and a signal or a crash removes it with
-    the rest of the staging, where the system temp dir kept every one an abrupt exit left."""
+    gigabytes at 1B) at a staged directory beside `final` while an export runs: the space is taken on
+    the filesystem the artifact goes to, and an error or a signal removes it with the rest of the
+    staging, where the system temp dir kept whatever an exit without coremltools' atexit left."""
     import tempfile
     final = Path(final)
     d = final.with_name(f".partial-{os.getpid()}-tmp-{final.name}")
