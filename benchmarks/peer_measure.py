@@ -112,6 +112,8 @@ class _OptimumPte:
     [1, T, V] (every position, as ours); its KV cache lives in the program, as ours does."""
 
     def __init__(self, path):
+        from mobilellm.export import executorch_blas
+        executorch_blas.bind()  # as for this project's .pte: the same harness for both
         import executorch.kernels.quantized  # noqa: F401  int8 embedding kernels
         from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
         from executorch.runtime import Runtime

@@ -34,6 +34,8 @@ def profile(path: Path, position: int, steps: int, threads: int) -> dict:
     """ms per decode step at `position`: the whole step (Method::execute) and each group's share."""
     import torch
 
+    from mobilellm.export import executorch_blas
+    blas = executorch_blas.bind()  # as `mobilellm bench` runs a .pte
     import executorch.kernels.quantized  # noqa: F401  int8 embedding kernels
     from executorch.devtools import Inspector
     from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  llama::* kernels
@@ -73,7 +75,7 @@ def profile(path: Path, position: int, steps: int, threads: int) -> dict:
     total = statistics.median(step_ms)
     groups = {g: round(v, 3) for g, v in sorted(per_group.items(), key=lambda kv: -kv[1])}
     groups["unattributed (dispatch, delegate entry, synchronisation)"] = round(total - sum(per_group.values()), 3)
-    return {"position": position, "steps": steps, "step_ms": round(total, 3), "groups_ms": groups,
+    return {"position": position, "steps": steps, "llm_ops_blas": blas, "step_ms": round(total, 3), "groups_ms": groups,
             "top_ops_ms": {k: round(v, 3) for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:8]}}
 
 

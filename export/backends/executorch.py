@@ -144,6 +144,8 @@ class ExecuTorchSession(Session):
     positions start..start+T-1 and attends only to positions below start+T."""
 
     def __init__(self, path: Path, manifest: dict | None):
+        from mobilellm.export import executorch_blas
+        blas = executorch_blas.bind()  # before the llama::* kernels load: their BLAS, not torch's MKL
         import executorch.kernels.quantized  # noqa: F401  int8 embedding kernels
         from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  llama::* kernels
         from executorch.runtime import Runtime
@@ -158,7 +160,7 @@ class ExecuTorchSession(Session):
         want = os.environ.get("MOBILELLM_XNNPACK_WEIGHT_CACHE", "1") != "0" and (
             name is None or cache_safe(schemes.get(name)))
         why = set_weight_cache(want)
-        self.runtime_options = {"xnnpack_weight_cache": want and why is None}
+        self.runtime_options = {"xnnpack_weight_cache": want and why is None, "llm_ops_blas": blas}
         if why:
             self.runtime_options["xnnpack_weight_cache_note"] = why
         self.path = Path(path)

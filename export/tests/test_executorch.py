@@ -3,8 +3,10 @@ matches eager PyTorch; sharing costs no bytes; ExecuTorch's own LLM runner gener
 Each artifact is exported once per module (exports dominate the suite's time)."""
 import dataclasses
 import shutil
+import sys
 
 import numpy as np
+
 import pytest
 
 from mobilellm.errors import UserError, VerificationError
@@ -118,10 +120,41 @@ def test_xnnpack_weight_cache_packs_a_shared_block_once(w8a8_pair):
         p = subprocess.run([sys.executable, "-c", _PROBE, str(shared)], capture_output=True, text=True, timeout=300,
                            env={**os.environ, "MOBILELLM_XNNPACK_WEIGHT_CACHE": flag})
         got[flag] = json.loads(p.stdout.strip().splitlines()[-1])
-    assert got["1"]["opts"] == {"xnnpack_weight_cache": True} and got["0"]["opts"]["xnnpack_weight_cache"] is False
+    assert got["1"]["opts"]["xnnpack_weight_cache"] is True and got["0"]["opts"]["xnnpack_weight_cache"] is False
     assert got["1"]["top"] == got["0"]["top"] and got["1"]["sum"] == got["0"]["sum"]
     # two of the four executed blocks are repeats: ~3 MB of packed int8 weights each at this width
     assert got["0"]["rss"] - got["1"]["rss"] > 3, got
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the dynamic linker's binding order (glibc)")
+def test_llm_ops_call_executorchs_blas_not_torchs(w8a8_pair, tmp_path):
+    """In a process that imported torch, `llama::custom_sdpa`'s `sgemm_` bound to torch's MKL (an OpenMP region
+    per call: half a 125M decode step at position 128). A session binds ExecuTorch's own BLAS before the ops
+    load (the dynamic linker's own log says which library each symbol went to); torch keeps its BLAS; the
+    switch keeps torch's for comparison; the logits agree to float rounding."""
+    import json
+    import os
+    import subprocess
+    (plain, _), _ = w8a8_pair
+    got = {}
+    for choice in ("executorch", "torch"):
+        log = tmp_path / f"ld-{choice}"
+        p = subprocess.run([sys.executable, "-c", _PROBE, str(plain)], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "MOBILELLM_EXECUTORCH_BLAS": choice, "LD_DEBUG": "bindings",
+                                "LD_DEBUG_OUTPUT": str(log)})
+        assert p.returncode == 0, p.stderr[-2000:]
+        lines = [ln for f in tmp_path.glob(f"ld-{choice}.*") for ln in f.read_text(errors="replace").splitlines()
+                 if "normal symbol `sgemm_'" in ln]
+        ops = {ln.split(" to ")[1].split()[0].rsplit("/", 1)[-1] for ln in lines if "libcustom_ops_aot_lib.so" in ln.split(" to ")[0]}
+        own = {ln.split(" to ")[1].split()[0].rsplit("/", 1)[-1] for ln in lines if "libtorch_cpu.so" in ln.split(" to ")[0]}
+        got[choice] = (ops, own, json.loads(p.stdout.strip().splitlines()[-1]))
+    assert got["executorch"][0] == {"libexecutorch_kernels_optimized.so"}, got["executorch"][0]
+    assert got["torch"][0] == {"libtorch_cpu.so"}, got["torch"][0]
+    assert got["executorch"][1] <= {"libtorch_cpu.so"}  # torch's own calls are untouched
+    assert "Eigen" in got["executorch"][2]["opts"]["llm_ops_blas"]
+    assert "MOBILELLM_EXECUTORCH_BLAS=torch" in got["torch"][2]["opts"]["llm_ops_blas"]
+    a, b = got["executorch"][2], got["torch"][2]
+    assert a["top"] == b["top"] and abs(a["sum"] - b["sum"]) <= 1e-4 * abs(b["sum"]), (a, b)
 
 
 def test_metadata_methods_for_llm_runner(w8a8_pair):
