@@ -13,6 +13,7 @@ cache_position)`), `llamacpp` (a GGUF through llama-cpp-python)."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -102,6 +103,8 @@ def executorch(spec):
     cache_position [T])`), as `spec["signature"]` says."""
     from mobilellm.export.backends.executorch import ExecuTorchSession
     from mobilellm.manifest import read_manifest
+    if spec.get("blas"):  # which BLAS the LLM ops bind in this (fresh) process: mobilellm.export.executorch_blas
+        os.environ["MOBILELLM_EXECUTORCH_BLAS"] = spec["blas"]
     if spec.get("signature", "mobilellm") == "mobilellm":
         return runner_based(spec, ExecuTorchSession(spec["path"], read_manifest(spec["path"])))
     return runner_based(spec, _OptimumPte(spec["path"]))
@@ -113,7 +116,7 @@ class _OptimumPte:
 
     def __init__(self, path):
         from mobilellm.export import executorch_blas
-        executorch_blas.bind()  # as for this project's .pte: the same harness for both
+        executorch_blas.bind()  # as the spec says (executorch_peers.py times optimum's file with both)
         import executorch.kernels.quantized  # noqa: F401  int8 embedding kernels
         from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
         from executorch.runtime import Runtime
