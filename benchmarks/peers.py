@@ -61,13 +61,19 @@ def _write_sentencepiece(path: Path, vocab_size: int) -> None:
     path.write_bytes(m.SerializeToString())
 
 
-def read_bandwidth(threads: int, block_bytes: int, dram_bytes: int = 1 << 30, reps: int = 5) -> dict:
+def read_bandwidth(threads: int, block_bytes: int, dram_bytes: int = 1 << 30, reps: int = 5,
+                   model_bytes: int | None = None) -> dict:
     """GB/s of `threads` threads reading (torch.sum over fp32, vectorised and split over the threads): a buffer far
-    bigger than the caches (DRAM), and one of `block_bytes` re-read while it stays cache-resident. Median of reps."""
+    bigger than the caches (DRAM), one of `block_bytes` re-read while it stays cache-resident, and (`model_bytes`)
+    one the size of the model's weights re-read, which is what decode re-reads every step: on a host whose last-level
+    cache holds the model it is not DRAM's rate. Median of reps."""
     import torch
     torch.set_num_threads(threads)
     out = {}
-    for name, nbytes, inner in (("dram_read_gb_s", dram_bytes, 1), ("block_read_gb_s", block_bytes, 200)):
+    buffers = [("dram_read_gb_s", dram_bytes, 1), ("block_read_gb_s", block_bytes, 200)]
+    if model_bytes:
+        buffers.append(("model_read_gb_s", model_bytes, 3))
+    for name, nbytes, inner in buffers:
         x = torch.ones(nbytes // 4)
         x.sum()  # touch it
         rates = []
@@ -78,7 +84,18 @@ def read_bandwidth(threads: int, block_bytes: int, dram_bytes: int = 1 << 30, re
             rates.append(inner * nbytes / (time.perf_counter() - t) / 1e9)
         out[name] = round(statistics.median(rates), 1)
     out["block_bytes"] = block_bytes
+    out["last_level_cache_mib"] = last_level_cache_mib()
     return out
+
+
+def last_level_cache_mib() -> float | None:
+    """The largest CPU cache Linux reports for cpu0 (sysfs), in MiB; None where it reports none."""
+    sizes = []
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = f.read_text().strip()
+        if text[:-1].isdigit():
+            sizes.append(int(text[:-1]) * {"K": 1 / 1024, "M": 1.0}.get(text[-1], 0.0))
+    return max(sizes) if sizes else None
 
 
 def timed(cmd: list, cwd=None, env=None) -> tuple[float, float, str]:

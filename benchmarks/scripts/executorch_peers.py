@@ -89,6 +89,12 @@ def targets(rows: list[dict], bw: dict, weight_bytes: int, block_bytes: int, p_s
     bound_ms = weight_bytes / (bw["dram_read_gb_s"] * 1e9) * 1e3
     out.append(f"decode / DRAM bound ({weight_bytes / 1e6:.1f} MB per token at {bw['dram_read_gb_s']} GB/s = "
                f"{bound_ms:.2f} ms): {d_short / bound_ms:.2f}x (target <= 1.2)")
+    if bw.get("model_read_gb_s"):  # the weights may stay in the last-level cache between steps: the bound then
+        model_ms = weight_bytes / (bw["model_read_gb_s"] * 1e9) * 1e3  # is the re-read rate of a model-sized buffer
+        llc = bw.get("last_level_cache_mib")
+        out.append(f"decode / model-sized re-read bound ({bw['model_read_gb_s']} GB/s = {model_ms:.2f} ms): "
+                   f"{d_short / model_ms:.2f}x" + (f" (last-level cache {llc:,.0f} MiB: the weights "
+                                                   f"{'fit' if weight_bytes / 2**20 < llc else 'do not fit'})" if llc else ""))
     opt = [r for name, r in by.items() if name.startswith("optimum-executorch")]
     if opt:  # optimum-executorch at its best per figure (its rows differ in the BLAS its LLM ops call)
         o = {k: (max if k == "prefill_tokens_per_s" else min)(r[k] for r in opt)
@@ -169,7 +175,7 @@ def main(argv=None) -> int:
               "vocab": args.vocab_size}
     bw, results = [], []
     for k in range(a.passes):  # bandwidth measured in each pass, beside its timings
-        bw.append(peers.read_bandwidth(a.threads, block))
+        bw.append(peers.read_bandwidth(a.threads, block, model_bytes=weight_bytes))
         results.append(peers.alternate(MEASURE, [{**common, **s} for s in specs], 1)[0])
         for r in results[-1]:
             r["pass"] = k + 1

@@ -52,7 +52,10 @@ def test_the_measurement_process_reports_each_stage(tmp_path):
 
 
 def test_bandwidth_probe_and_bad_spec():
-    bw = peers.read_bandwidth(1, 1 << 20, dram_bytes=1 << 26, reps=2)
+    bw = peers.read_bandwidth(1, 1 << 20, dram_bytes=1 << 26, reps=2, model_bytes=1 << 22)
     assert bw["dram_read_gb_s"] > 0 and bw["block_read_gb_s"] > 0 and bw["block_bytes"] == 1 << 20
+    assert bw["model_read_gb_s"] > 0
+    llc = bw["last_level_cache_mib"]  # sysfs's largest cache of cpu0 (this host: 300 MiB of L3)
+    assert llc is None or llc > 0
     with pytest.raises(SystemExit, match="measurement of nothing died"):
         peers.measure_in_process("mobilellm.benchmarks.peer_measure", {"name": "nothing", "engine": "nope"})
