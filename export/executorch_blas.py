@@ -9,8 +9,8 @@ step at position 128 was attention, mostly thread hand-offs (`perf`: scheduler 1
 samples). A runtime without torch, and a phone's (Eigen on Android, Accelerate on Apple), calls its own.
 
 `bind()` makes the wheel's BLAS the one the ops bind, as in those runtimes: it must run before the ops'
-library is loaded. Torch's own calls keep torch's BLAS (its library binds its own symbol first).
-`MOBILELLM_EXECUTORCH_BLAS=torch` keeps torch's, to compare."""
+library is loaded, and after torch is (whose own calls then keep torch's BLAS).
+`MOBILELLM_EXECUTORCH_BLAS=torch` keeps torch's, to compare (any other value: ExecuTorch's)."""
 from __future__ import annotations
 
 import ctypes
@@ -35,17 +35,20 @@ def bind() -> str:
     they call, for the benchmark records."""
     if _BOUND:
         return _BOUND[0]
+    import torch  # noqa: F401  loaded first, so torch's own BLAS calls bind torch's BLAS whatever comes after
     if os.environ.get("MOBILELLM_EXECUTORCH_BLAS", "executorch") == "torch":
-        why = "torch's (MKL): MOBILELLM_EXECUTORCH_BLAS=torch"
+        why = "torch's (MKL on x86): MOBILELLM_EXECUTORCH_BLAS=torch"
     elif not sys.platform.startswith("linux"):
         why = "the platform's default (the binding order matters only on Linux)"
+    elif os.environ.get("TORCH_USE_RTLD_GLOBAL"):
+        why = "torch's (MKL on x86): TORCH_USE_RTLD_GLOBAL puts torch's symbols first"
     elif _ops_loaded():
-        why = "torch's (MKL): ExecuTorch's LLM ops were loaded before in this process"
+        why = "torch's (MKL on x86): ExecuTorch's LLM ops were loaded before in this process"
     else:
         import executorch
         lib = Path(list(executorch.__path__)[0]) / "lib" / BLAS_LIBRARY
         if not lib.is_file():
-            why = f"torch's (MKL): this executorch has no {BLAS_LIBRARY}"
+            why = f"torch's (MKL on x86): this executorch has no {BLAS_LIBRARY}"
         else:
             ctypes.CDLL(str(lib), mode=os.RTLD_GLOBAL)  # global scope: found before torch's when the ops load
             why = f"executorch's (Eigen, {BLAS_LIBRARY})"

@@ -23,7 +23,7 @@ def on_stop(callback) -> None:
 class publishing:
     """A publish in progress (renames, then the manifest, then what is built from the published file):
     a SIGINT / SIGTERM arriving inside waits until it ends, so a stop never leaves a finished artifact
-    without its manifest. Only for short, bounded work: the stop is delayed by it."""
+    without its manifest; a second signal stops at once. Only for short, bounded work: the stop is delayed by it."""
 
     def __enter__(self):
         if not _DEFERRED:
@@ -46,9 +46,10 @@ def _stop(signum, frame):
     exit 128+signum. No exception is raised into the interrupted code: torch and the exporters run
     C++ that does not survive an exception thrown from a signal handler (seen: a segfault)."""
     from mobilellm.io import remove_staged
-    if _DEFERRED:  # inside `publishing`: stop when it ends
-        _DEFERRED[1] = _DEFERRED[1] or signum
+    if _DEFERRED and _DEFERRED[1] is None:  # inside `publishing`: stop when it ends; a second signal stops now
+        _DEFERRED[1] = signum
         return
+    _DEFERRED.clear()
     signal.signal(signum, signal.SIG_IGN)  # a second signal does not interrupt the cleanup
     for cb in reversed(_ON_STOP):
         try:

@@ -52,8 +52,8 @@ def library_temp_beside(final: Path):
     final = Path(final)
     d = final.with_name(f".partial-{os.getpid()}-tmp-{final.name}")
     remove_path(d)
-    d.mkdir(parents=True)
     register_staged(d)
+    d.mkdir(parents=True)
     before = tempfile.tempdir
     tempfile.tempdir = str(d)
     try:

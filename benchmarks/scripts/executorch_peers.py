@@ -52,16 +52,18 @@ def export_ours(ckpt: Path, out: Path, scheme: str, msl: int, repeat: int = 1, p
 
 def export_optimum(ckpt: Path, out: Path, msl: int, cli: str, reuse: bool = False) -> tuple[dict, Path]:
     """optimum-cli's export; with `reuse`, the .pte an earlier run left in `out` with the wall time and peak RSS
-    that run recorded beside it (export.json)."""
+    that run recorded beside it (export.json), if it was made from the same checkpoint and max length."""
     record = out / "export.json"
-    if reuse and record.is_file() and list(out.glob("*.pte")):
-        wall, rss = (json.loads(record.read_text())[k] for k in ("export_s", "export_peak_rss_mb"))
+    made_from = {"checkpoint": str(Path(ckpt).resolve()), "max_seq_len": msl}
+    earlier = json.loads(record.read_text()) if reuse and record.is_file() else {}
+    if earlier and list(out.glob("*.pte")) and all(earlier.get(k) == v for k, v in made_from.items()):
+        wall, rss = earlier["export_s"], earlier["export_peak_rss_mb"]
     else:
         cmd = [cli, "export", "executorch", "--model", ckpt, "--task", "text-generation", "--recipe", "xnnpack",
                "--use_custom_sdpa", "--use_custom_kv_cache", "--qlinear", "8da8w", "--qembedding", "8w",
                "--max_seq_len", msl, "--output_dir", out]
         wall, rss, _ = peers.timed(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-        record.write_text(json.dumps({"export_s": round(wall, 1), "export_peak_rss_mb": rss}) + "\n")
+        record.write_text(json.dumps({"export_s": round(wall, 1), "export_peak_rss_mb": rss, **made_from}) + "\n")
     pte = next(out.glob("*.pte"))
     return {"export_s": round(wall, 1), "export_peak_rss_mb": rss, "size_mb": round(pte.stat().st_size / 1e6, 1),
             "signature": "optimum"}, pte

@@ -208,6 +208,22 @@ def test_a_signal_while_publishing_waits_for_the_manifest(tmp_path):
     assert m["sha256"] == sha256(art) and m["verification"]["passed"], m["verification"]
 
 
+def test_a_second_signal_while_publishing_stops_at_once():
+    """The first signal waits for the publish; a second (a user pressing Ctrl-C again on a stalled disk) does not."""
+    script = ("import os, signal, time\n"
+              "from mobilellm import failures\n"
+              "failures.install_signal_handlers()\n"
+              "with failures.publishing():\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)\n"
+              "    print('deferred', flush=True)\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)\n"
+              "    print('not reached', flush=True)\n"
+              "    time.sleep(30)\n")
+    p = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 143 and p.stdout.split() == ["deferred"], (p.returncode, p.stdout, p.stderr[-2000:])
+    assert "Traceback" not in p.stderr and "stopped by SIGTERM" in p.stderr, p.stderr[-2000:]
+
+
 def test_two_runs_on_one_directory_do_not_interleave(tmp_path):
     first = _start(*_run_args(tmp_path, "base"))
     _wait_for(lambda: (tmp_path / ".mobilellm-run.lock").is_file() and
