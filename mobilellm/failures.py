@@ -51,6 +51,10 @@ def _stop(signum, frame):
         return
     _DEFERRED.clear()
     signal.signal(signum, signal.SIG_IGN)  # a second signal does not interrupt the cleanup
+    # the process ends below: a helper thread that trips over what the stop tears down (seen: the process pool's
+    # manager thread after its shutdown, `len(None)`) must not print a traceback on the way out
+    import threading
+    threading.excepthook = lambda args: None
     for cb in reversed(_ON_STOP):
         try:
             cb()
