@@ -94,6 +94,8 @@ def main(argv=None) -> int:
         positions = [int(x) for x in a.positions.split(",")]
     except ValueError:
         p.error(f"--positions must be comma-separated integers, got {a.positions!r}")
+    if min(positions) < 1 or a.steps < 1 or a.passes < 1 or a.threads < 1:
+        p.error("--positions, --steps, --passes and --threads must be >= 1")
     for art in a.artifacts:
         if art.suffix != ".pte" or not art.is_file():
             p.error(f"{art}: not an ExecuTorch .pte file")
@@ -101,7 +103,11 @@ def main(argv=None) -> int:
     for n in range(a.passes):
         for art in a.artifacts:
             for pos in positions:
-                r = {"pass": n + 1, "artifact": art.name, **profile(art, pos, a.steps, a.threads)}
+                try:
+                    r = {"pass": n + 1, "artifact": art.name, **profile(art, pos, a.steps, a.threads)}
+                except (RuntimeError, ValueError) as e:  # the runtime refusing the file or a position past its cache
+                    p.exit(2, f"{p.prog}: error: {art.name} at position {pos} (+{a.steps} steps): "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}\n")
                 rows.append(r)
                 shares = "; ".join(f"{g} {v:.2f}" for g, v in r["groups_ms"].items())
                 print(f"pass {n + 1}  {art.name}  position {pos}: {r['step_ms']:.2f} ms/step = {shares}", flush=True)

@@ -275,6 +275,8 @@ class OnnxSession(Session):
         self._bytes = None  # the session holds its own copy
         self._binding = None
         self._ones = np.ones((1, self.max_seq_len), np.int64)
+        import onnxruntime as ort
+        self._wrap = ort.OrtValue.ortvalue_from_numpy  # looked up once, not per decode step
         self._logits_dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(
             self._sess.get_outputs()[0].type)
         self.reset()
@@ -301,7 +303,6 @@ class OnnxSession(Session):
         return out[0].astype(np.float32, copy=False)
 
     def _step_shared(self, ids, start_pos: int) -> np.ndarray:
-        import onnxruntime as ort
         b = self._binding
         b.bind_cpu_input(self._in[0], np.array([list(ids)], np.int64))
         b.bind_cpu_input(self._in[1], self._ones[:, :start_pos + len(ids)])  # a view: the mask is all ones
@@ -312,7 +313,7 @@ class OnnxSession(Session):
         # the logits land in an array made for this step (the caller keeps it): no output objects to
         # wrap and copy after the run, which cost as much as the run itself on a small model
         logits = np.empty((1, len(ids), self.vocab_size), self._logits_dtype)
-        b.bind_ortvalue_output(self._out[0], ort.OrtValue.ortvalue_from_numpy(logits))
+        b.bind_ortvalue_output(self._out[0], self._wrap(logits))
         self._sess.run_with_iobinding(b)
         return logits
 
