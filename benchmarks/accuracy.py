@@ -15,6 +15,7 @@ import numpy as np
 
 from mobilellm.benchmarks.schema import METRICS
 from mobilellm.errors import UserError
+from mobilellm.models.generate import every_position
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 def run_window(runner, ids: list[int], chunk: int) -> np.ndarray:
     """Logits [len(ids), V] computed through the runner's cache, `chunk` tokens per call."""
     runner.reset()
-    return np.concatenate([runner.forward(ids[i:i + chunk], i) for i in range(0, len(ids), chunk)], 0)
+    return np.concatenate([every_position(runner, ids[i:i + chunk], i) for i in range(0, len(ids), chunk)], 0)
 
 
 @dataclass
@@ -81,7 +82,7 @@ def evaluate(session, reference, wins: list[list[int]], chunk: int, on_window=No
     art, ref = Scores(), Scores()
     for w in wins:
         g = run_window(session, w, chunk)[:-1]
-        lg, lr = log_softmax(g), log_softmax(reference.forward(w, 0)[:-1])  # each once per window
+        lg, lr = log_softmax(g), log_softmax(every_position(reference, w, 0)[:-1])  # each once per window
         targets = np.asarray(w[1:])
         art.add_log_probs(lg, lr, targets)
         ref.add_log_probs(lr, lr, targets)

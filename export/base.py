@@ -32,6 +32,7 @@ class ExportConfig:
     tokenizer: Path | None = None  # for text calibration; recorded in the manifest
     external_weights: bool = False  # weights in <name>.ptd beside the program (Backend.external_weights)
     kv_cache: str = "fp32"  # the KV cache's storage: fp32, or int8 with per-token scales (Backend.kv_caches)
+    full_logits: bool = False  # logits for every position of a call, where the default is the last (Backend.last_logits)
     threads: int = 2  # compute threads of the runtime sessions an export runs (calibration, verification)
     host_os: str = field(default_factory=platform.system)  # Core ML's w8a8-static calibrates through prediction on macOS
 
@@ -104,6 +105,9 @@ class Backend:
     quantizes_embedding: bool = False  # can quantize the embedding table on its own (--quantize-embedding)
     embedding_schemes: tuple[str, ...] | None = None  # the schemes --quantize-embedding goes with (None: any)
     kv_caches: tuple[str, ...] = ("fp32",)  # KV-cache storages it can build (--kv-cache)
+    # Its program returns the last position's logits unless --full-logits (ExecuTorch, as its export_llama does);
+    # the others always return every position.
+    last_logits: bool = False
     default_for_suffix: bool = True  # opens a bare file with this suffix (no manifest)
     # A directory artifact it opens: (directory suffix, the file that marks one), e.g. ONNX's onnxruntime-genai
     # model directory (".genai", "genai_config.json").

@@ -26,7 +26,8 @@ def artifact_name(model, backend: Backend, cfg: ExportConfig) -> str:
     emb = "-emb8" if cfg.quantize_embedding else ""
     ext = "-ptd" if cfg.external_weights else ""
     kv = "-kv8" if cfg.kv_cache == "int8" else ""
-    return f"{model.args.name}_{cfg.quant}{emb}{kv}{ext}_{backend.name}{backend.suffix}"
+    fl = "-fl" if cfg.full_logits else ""
+    return f"{model.args.name}_{cfg.quant}{emb}{kv}{fl}{ext}_{backend.name}{backend.suffix}"
 
 
 def export_settings(model, weights: str, backend: Backend, cfg: ExportConfig) -> dict:
@@ -68,6 +69,10 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
         raise UserError(f"--kv-cache {cfg.kv_cache} is not offered by {backend.name} (it builds: "
                         f"{', '.join(backend.kv_caches)}); backends with an int8 cache: "
                         f"{', '.join(b.name for b in all_backends() if cfg.kv_cache in b.kv_caches)}")
+    if cfg.full_logits and not backend.last_logits:
+        raise UserError(f"--full-logits changes nothing for {backend.name}: its artifacts always return every "
+                        f"position's logits; backends that return the last position by default: "
+                        f"{', '.join(b.name for b in all_backends() if b.last_logits)}")
     out = Path(out_dir) / (name or artifact_name(model, backend, cfg))
     check_output(out, force)
     steps = Steps(out.name, quiet)

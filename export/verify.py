@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mobilellm.errors import VerificationError
+from mobilellm.models.generate import every_position
 from mobilellm.quant.schemes import LOWERING, Scheme, Thresholds
 
 PROMPT_LEN, DECODE_STEPS = 16, 8
@@ -32,7 +33,7 @@ def run_fixed(runner, tokens: list[int] | None, prompt: list[int]) -> tuple[np.n
     """Logits [PROMPT_LEN + DECODE_STEPS, V]. If `tokens` is None the decode inputs are this
     runner's own greedy picks (the reference); otherwise the given ones (teacher forcing)."""
     runner.reset()
-    rows = [runner.forward(prompt, 0)]
+    rows = [every_position(runner, prompt, 0)]
     fed = []
     for i in range(DECODE_STEPS):
         nxt = int(np.argmax(rows[-1][-1])) if tokens is None else tokens[i]

@@ -12,7 +12,9 @@ from mobilellm.errors import UserError
 
 
 class Runner(Protocol):
-    """forward(ids, start_pos) -> logits [T, vocab] (float32 numpy) and advances the cache."""
+    """forward(ids, start_pos) -> logits [T, vocab] (float32 numpy) and advances the cache; a runner whose
+    artifact gives the last position only (an ExecuTorch program's default) returns [1, vocab]: the row
+    generation reads. `every_position` gets all T rows from either."""
 
     max_seq_len: int
     vocab_size: int
@@ -33,11 +35,31 @@ def check_tokens(ids, start_pos: int, max_seq_len: int, vocab_size: int) -> None
         raise UserError(f"token id(s) {bad[:5]} outside the vocabulary [0, {vocab_size})")
 
 
+def every_position(runner: Runner, ids: list[int], start_pos: int) -> np.ndarray:
+    """Logits [T, vocab] at every position of `ids` (verification, perplexity). From a runner that returns the
+    last position only, the earlier rows come one token at a time (each attends to the cache below it, as in a
+    prefill) and the last row from the one T-token call, which writes the same cache slots again: the prefill
+    path is still what produces the row generation reads."""
+    ids = list(ids)
+    if len(ids) > 1 and getattr(runner, "last_position_only", False):
+        rows = [runner.forward([t], start_pos + i)[-1:] for i, t in enumerate(ids[:-1])]
+        return np.concatenate(rows + [runner.forward(ids, start_pos)[-1:]], 0)
+    out = runner.forward(ids, start_pos)
+    if len(out) != len(ids):
+        raise ValueError(f"{type(runner).__name__} returned {len(out)} rows of logits for {len(ids)} tokens "
+                         f"without saying it returns the last position only")
+    return out
+
+
 class EagerRunner:
     def __init__(self, model):
         self.model = model
         self.max_seq_len = model.max_seq_len
         self.vocab_size = model.args.vocab_size
+
+    @property
+    def last_position_only(self) -> bool:
+        return bool(getattr(self.model, "last_logits_only", False))
 
     def reset(self):
         self.model.reset_cache()
@@ -52,8 +74,13 @@ class EagerRunner:
 class GraphRunner(EagerRunner):
     """Runs a PT2E-converted graph module (its cache buffers inside) like the eager model."""
 
-    def __init__(self, gm, max_seq_len, vocab_size):
+    def __init__(self, gm, max_seq_len, vocab_size, last_position_only: bool = False):
         self.model, self.max_seq_len, self.vocab_size = gm, max_seq_len, vocab_size
+        self._last_only = last_position_only
+
+    @property
+    def last_position_only(self) -> bool:
+        return self._last_only
 
     def reset(self):
         for name, b in self.model.named_buffers():

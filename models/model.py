@@ -148,7 +148,8 @@ class Decoder(nn.Module):
 
 
 class MobileLLM(nn.Module):
-    """forward(tokens [B, T] int64, input_pos [1] int64 = start position) -> logits [B, T, V].
+    """forward(tokens [B, T] int64, input_pos [1] int64 = start position) -> logits [B, T, V]
+    ([B, 1, V] when `last_logits_only`: the last position's, all an LLM runner reads after a prefill).
 
     One call serves prefill (T tokens) and decode (T = 1); the cache keeps state between calls."""
 
@@ -171,6 +172,9 @@ class MobileLLM(nn.Module):
                              persistent=False)
         self.batch = batch
         self.released = False
+        # Logits for the last position only (ExecuTorch's export_llama default, generate_full_logits=False): a
+        # prefill then skips the output head for the other T - 1 rows, and the program plans no [T, V] output.
+        self.last_logits_only = False
         self.block_schedule = args.schedule  # which stored block each executed step runs
         self.set_kv(kv_kind)
 
@@ -209,6 +213,8 @@ class MobileLLM(nn.Module):
         h = self.model.embed_tokens(tokens)  # [B, T, dim]
         for i, layer in enumerate(self.block_schedule):  # immediate repeat: L0,L0,L1,L1,...
             h = self.model.layers[layer](h, rope, input_pos, start, self.kv[i])
+        if self.last_logits_only:  # select + unsqueeze: a [:, -1:] slice of the dynamic length lowers, but
+            h = h[:, -1].unsqueeze(1)  # XNNPACK refuses its static-quantized form at load (squeeze node)  [B, 1, dim]
         h = self.model.norm(h)
         if self.args.share_embedding and "lm_head" not in self._modules:
             return F.linear(h, self.output_weight())  # [B, T, vocab]

@@ -54,6 +54,7 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
     # so no fp32 copy of the blocks outlives quantization.
     em = (model.set_kv("custom-int8" if cfg.kv_cache == "int8" else "custom").tie_output_module().unshare_blocks()
           .fuse_projections().eval().requires_grad_(False))
+    em.last_logits_only = not cfg.full_logits  # the program's output: the last position's logits (the runner's need)
     quant: dict = {}
     with steps.step(f"quantize ({cfg.quant}{' + int8 embedding' if cfg.quantize_embedding else ''})"):
         quant = Q.quantize_eager(em, cfg.scheme, cfg.group_size, cfg.quantize_embedding)
@@ -61,6 +62,7 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
     dyn = ({1: torch.export.Dim("seq", min=1, max=msl - 1)}, None)
     with steps.step("torch.export"), torch.no_grad():
         ep = torch.export.export(em, example, dynamic_shapes=dyn, strict=False)
+    em.last_logits_only = False  # the eager reference gives every row in one call (verification replays it)
     quant_ref = EagerRunner(em) if cfg.scheme.quantized or cfg.quantize_embedding else None
     if cfg.scheme.calibrated:
         from mobilellm.quant.calibration import calibration_for
@@ -68,7 +70,7 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
         with steps.step(f"calibrate and convert (PT2E, {len(windows)} windows)"):
             gm, quant = Q.quantize_static_pt2e(ep, windows)
             quant["calibration"] = source
-            quant_ref = GraphRunner(gm, msl, args.vocab_size)
+            quant_ref = GraphRunner(gm, msl, args.vocab_size, last_position_only=not cfg.full_logits)
             ep = torch.export.export(gm, example, dynamic_shapes=dyn, strict=False)
     if cfg.external_weights:
         ptd.tag_weights(ep)
@@ -93,15 +95,17 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
             sizes.update(data_file_bytes=data.stat().st_size, embedding_stored_twice=not storage["embedding_shared_with_head"],
                          data_file_storage=storage)
     return ExportResult(quant=quant, quantized_reference=quant_ref, data_file=cfg.external_weights, facts={
-        "delegation": delegation, "io": io_contract(args, msl, cfg.kv_cache), "sizes": sizes,
+        "delegation": delegation, "io": io_contract(args, msl, cfg.kv_cache, cfg.full_logits), "sizes": sizes,
         "runtime": {"name": "executorch", "method": "forward"}})
 
 
-def io_contract(args, msl: int, kv_cache: str = "fp32") -> dict:
+def io_contract(args, msl: int, kv_cache: str = "fp32", full_logits: bool = False) -> dict:
     kv = "fp32" if kv_cache == "fp32" else "int8 (+ fp32 scale, int8 zero point per position and head)"
+    logits = (f"float32 [1, T, {args.vocab_size}]" if full_logits else
+              f"float32 [1, 1, {args.vocab_size}]: the last position's (export with --full-logits for every position)")
     return {"method": "forward", "inputs": {"tokens": f"int64 [1, T], 1 <= T <= {msl - 1}",
                                             "input_pos": "int64 [1], start position of tokens[0]"},
-            "outputs": {"logits": f"float32 [1, T, {args.vocab_size}]"},
+            "outputs": {"logits": logits},
             "kv_cache": f"inside the program: {args.n_executed} slots (one per executed block), "
                         f"[1, {msl}, {args.n_kv_heads}, {args.head_dim}] {kv} each for k and v",
             "metadata_methods": llm_metadata(args, msl)}
@@ -171,6 +175,7 @@ class ExecuTorchSession(Session):
         self.max_seq_len = m.get("max_seq_len")
         self.vocab_size = (m.get("model") or {}).get("args", {}).get("vocab_size")
         self.program = self.method = None
+        self.last_position_only = False  # known after init, from the program's output shape
 
     def load(self):
         if not self.path.is_file():
@@ -190,6 +195,8 @@ class ExecuTorchSession(Session):
             raise UserError(f"{self.path}: cannot initialise method 'forward': {e}") from None
         if self.method is None:
             raise UserError(f"{self.path} has no 'forward' method")
+        # [1, 1, V] at every length: the program gives the last position's logits only (the default export)
+        self.last_position_only = tuple(self.method.metadata.output_tensor_meta(0).sizes())[1:2] == (1,)
         meta = {n: self.program.load_method(n).execute([])[0] for n in ("get_max_seq_len", "get_vocab_size")
                 if n in self.program.method_names}
         self.max_seq_len = int(meta.get("get_max_seq_len", self.max_seq_len or 0))
@@ -211,6 +218,7 @@ register(Backend(
     name="executorch", suffix=".pte", schemes=SCHEMES,
     summary="ExecuTorch .pte, XNNPACK delegate (Android/iOS CPU), llama custom SDPA + KV-cache ops",
     export=export_model, open=ExecuTorchSession, external_weights=True, quantizes_embedding=True, rank=0,
+    last_logits=True,  # forward returns [1, 1, V] (the runner's need); --full-logits: [1, T, V]
     kv_caches=("fp32", "int8"),  # int8: ExecuTorch's quantized cache (llama::custom_quantized_sdpa; models/kv.py)
     export_memory=(1500.0, 5.0),  # W8A8: R1-140M 2,006 MiB, 350M 2,417, R1-950M 5,560
 ))

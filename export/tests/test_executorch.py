@@ -26,12 +26,13 @@ ET = get_backend("executorch")
 WIDE = dict(dim=512, n_heads=8, n_kv_heads=2, head_dim=64, ffn_hidden=1536)
 
 
-def _export(out, scheme, repeat=1, emb=False, wide=False, external=False, kv_cache="fp32", layers=2, **kw):
+def _export(out, scheme, repeat=1, emb=False, wide=False, external=False, kv_cache="fp32", layers=2,
+            full_logits=False, **kw):
     """tiny-random (2 blocks; `layers=1` where depth is not the point: lowering costs ~7 s a block)."""
     model = build(from_name("tiny-random", repeat=repeat, n_layers=layers, **(WIDE if wide else {})), seed=0,
                   max_seq_len=MSL)
     cfg = ExportConfig(quant=scheme, max_seq_len=MSL, group_size=32, quantize_embedding=emb, external_weights=external,
-                       kv_cache=kv_cache)
+                       kv_cache=kv_cache, full_logits=full_logits)
     return export_artifact(model, "random (seed 0)", ET, cfg, out, quiet=True, **kw)
 
 
@@ -83,6 +84,45 @@ def test_other_schemes_verify(tmp_path, scheme, kv_cache):
     # XNNPACK folds static activation zero points into packed weights: its weight cache would hand one
     # call site's packing to another (measured on the trained `tiny`: +30% perplexity), so it stays off.
     assert ET.open(path, read_manifest(path)).runtime_options["xnnpack_weight_cache"] is (scheme != "w8a8-static")
+
+
+def _planned_bytes(pte) -> int:
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    p = deserialize_pte_binary(pte.read_bytes())
+    return sum(next(e for e in getattr(p, "program", p).execution_plan if e.name == "forward").non_const_buffer_sizes)
+
+
+def test_the_program_returns_the_last_positions_logits(w8a8_pair, tmp_path, cli):
+    """The default .pte gives [1, 1, V] (what an LLM runner reads; ExecuTorch's export_llama default): no output
+    head for the prompt's other positions and no [T, V] buffer planned. --full-logits gives every row; the same
+    weights give the same rows either way (every_position: earlier rows one token at a time)."""
+    from mobilellm.models.generate import every_position
+    pte, m = w8a8_pair[0]
+    full, mf = _export(tmp_path, "w8a8", repeat=1, emb=True, wide=True, full_logits=True)
+    assert full.name.endswith("-fl_executorch.pte") and "[1, T, 512]" in mf["io"]["outputs"]["logits"]
+    assert "[1, 1, 512]" in m["io"]["outputs"]["logits"]
+    # no [MSL - 1, V] output planned (at 125M, max length 1068: 114 MiB of the 182 MiB arena; here the vocabulary is
+    # small and the planner fits the logits into memory the block activations used before)
+    assert _planned_bytes(pte) <= _planned_bytes(full)
+    ids = [1, 5, 9, 13, 200, 7]
+    last, every = ET.open(pte, m), ET.open(full, mf)
+    for s in (last, every):
+        s.load()
+        s.init()
+    assert last.last_position_only and not every.last_position_only
+    assert [tuple(s.method.metadata.output_tensor_meta(0).sizes()) for s in (last, every)] == [(1, 1, 512),
+                                                                                            (1, MSL - 1, 512)]
+    assert last.forward(ids, 0).shape == (1, 512)
+    want = every.forward(ids, 0)
+    assert want.shape == (len(ids), 512)
+    got = every_position(last, ids, 0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
+    # the last row comes from the T-token call: the prefill path, as generation reads it
+    np.testing.assert_array_equal(got[-1], last.forward(ids, 0)[-1])
+    bad = cli("export", "--model", "tiny-random", "--backend", "onnx", "--full-logits", "--max-seq-len", "64",
+              "--out", tmp_path, check_rc=2)
+    assert "--full-logits changes nothing for onnx" in bad.stderr and "executorch" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_layer_sharing_pays_no_bytes(w8a8_pair):

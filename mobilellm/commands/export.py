@@ -27,6 +27,11 @@ def add_arguments(p):
                         "Module(filePath, dataFilePaths) on iOS (iOS TextRunner takes no data file)")
     g.add_argument("--kv-cache", default="fp32", help="KV-cache storage: fp32 (default) or int8 (executorch: "
                    "ExecuTorch's quantized cache, per-token scales; a quarter of the bytes a long-context step reads)")
+    g.add_argument("--full-logits", action="store_true",
+                   help="executorch: forward returns logits for every position of a call, [1, T, vocab] (default: "
+                        "the last position's, [1, 1, vocab], as ExecuTorch's export_llama and its LLM runners read; "
+                        "the program then skips the output head for the prompt's other positions and plans no "
+                        "[T, vocab] output buffer)")
     g.add_argument("--calibration", type=Path, help="text or token-id file for static activation calibration")
     g.add_argument("--tokenizer", type=Path, help="tokenizer to record in the manifest (default: from --checkpoint)")
     g.add_argument("--out", type=Path, default=Path("out"), help="output directory")
@@ -50,7 +55,8 @@ def main(ns):
         ns.max_seq_len = min(512, model_args(ns)[0].context_len)
     cfg = ExportConfig(quant=ns.quant, max_seq_len=ns.max_seq_len, group_size=ns.group_size,
                        quantize_embedding=ns.quantize_embedding, calibration=ns.calibration, tokenizer=tokenizer,
-                       external_weights=ns.external_weights, kv_cache=ns.kv_cache)
+                       external_weights=ns.external_weights, kv_cache=ns.kv_cache,
+                       full_logits=ns.full_logits)
     if ns.calibration is not None:  # refuse a bad file before minutes of lowering, not after
         from mobilellm.commands.common import model_args
         from mobilellm.quant.calibration import calibration_for

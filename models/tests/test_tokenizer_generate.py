@@ -67,3 +67,27 @@ def test_sampling_is_seeded(tiny_ckpt):
     a = generate(r, [1, 7], 12, temperature=1.0, top_k=20, seed=4).new_ids
     b = generate(r, [1, 7], 12, temperature=1.0, top_k=20, seed=4).new_ids
     assert a == b
+
+
+def test_every_position_from_a_runner_that_returns_the_last_one(tiny_ckpt):
+    """A model giving the last position's logits only (ExecuTorch's default program) still yields every row through
+    `every_position` (verification and perplexity need them), equal to the full forward's; generation is unchanged.
+    A runner returning fewer rows without saying so is an error, not a silent misalignment."""
+    import numpy as np
+    from mobilellm.models.generate import every_position
+    model = load_model(tiny_ckpt, max_seq_len=64).eval()
+    r = EagerRunner(model)
+    ids, more = [1, 40, 7, 300, 12, 5], [9, 11]
+    want, want_more, want_gen = r.forward(ids, 0), r.forward(more, len(ids)), generate(r, ids, 5).new_ids
+    model.last_logits_only = True
+    assert r.last_position_only and r.forward(ids, 0).shape == (1, want.shape[1])
+    np.testing.assert_allclose(r.forward(ids, 0)[-1], want[-1], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(every_position(r, ids, 0), want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(every_position(r, more, len(ids)), want_more, rtol=0, atol=1e-5)  # continues the cache
+    assert generate(r, ids, 5).new_ids == want_gen
+
+    class Terse:  # returns one row for T tokens without declaring it
+        def forward(self, ids, start_pos):
+            return np.zeros((1, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="returned 1 rows of logits for 3 tokens"):
+        every_position(Terse(), [1, 2, 3], 0)

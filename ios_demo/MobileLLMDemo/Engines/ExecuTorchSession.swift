@@ -2,7 +2,8 @@ import ExecuTorch
 import Foundation
 
 /// A .pte (XNNPACK, or delegated to Core ML) through ExecuTorch's Module API.
-/// Contract: forward(tokens int64 [1, T], input_pos int64 [1]) -> logits float32 [1, T, vocab]. The
+/// Contract: forward(tokens int64 [1, T], input_pos int64 [1]) -> logits float32 [1, 1, vocab] (the last
+/// position's, the default export) or [1, T, vocab] (--full-logits). The
 /// KV cache lives in the program's mutable buffers, so consecutive calls of one loaded method form
 /// one sequence; positions restarting at 0 overwrite it (later entries are masked by position).
 final class ExecuTorchSession: LLMSession {
@@ -68,10 +69,11 @@ final class ExecuTorchSession: LLMSession {
       throw CoreError("\(url.lastPathComponent): forward did not return a float32 logits tensor")
     }
     let shape = logits.shape
-    guard shape.count == 3, shape[1] == tokens.count else {
-      throw CoreError("\(url.lastPathComponent): logits have shape \(shape), expected [1, \(tokens.count), vocab]")
+    // [1, 1, vocab]: the last position's (the default export); [1, T, vocab] from --full-logits
+    guard shape.count == 3, shape[1] == tokens.count || shape[1] == 1 else {
+      throw CoreError("\(url.lastPathComponent): logits have shape \(shape), expected [1, \(tokens.count), vocab] or [1, 1, vocab]")
     }
-    let vocab = shape[2], t = tokens.count
+    let vocab = shape[2], t = shape[1]
     return logits.withUnsafeBytes { Array($0[((t - 1) * vocab)..<(t * vocab)]) }
   }
 

@@ -42,7 +42,8 @@ object Runtimes {
 }
 
 /**
- * A `.pte` with `forward(tokens int64 [1,T], input_pos int64 [1]) -> logits float32 [1,T,vocab]`
+ * A `.pte` with `forward(tokens int64 [1,T], input_pos int64 [1]) -> logits float32 [1,1,vocab]`
+ * (the last position's; `[1,T,vocab]` from `--full-logits`: lastLogits reads the last row of either)
  * and its KV cache inside the program. load: `Module.load` (reads the program); init:
  * `loadMethod("forward")` (XNNPACK delegate init and weight packing).
  */
@@ -59,8 +60,8 @@ class ExecuTorchSession(private val path: String, private val threads: Int, priv
         checkNotNull(module) { "init before load" }.loadMethod("forward")
     }
 
-    // The timed part: forward only. The [1, T, vocab] logits stay in the output tensor (16 MB at
-    // T = 128) until lastLogits copies them, after the clock.
+    // The timed part: forward only. The logits stay in the output tensor (one row by default; 16 MB
+    // at T = 128 from a --full-logits export) until lastLogits copies them, after the clock.
     override fun run(ids: LongArray, startPos: Int, commit: Boolean) {
         val m = checkNotNull(module) { "forward before load" }
         val tokens = Tensor.fromBlob(ids, longArrayOf(1, ids.size.toLong()))
@@ -70,7 +71,7 @@ class ExecuTorchSession(private val path: String, private val threads: Int, priv
 
     override fun lastLogits(): FloatArray {
         val logits = checkNotNull(output) { "lastLogits before run" }
-        val shape = logits.shape() // [1, T, vocab]
+        val shape = logits.shape() // [1, 1, vocab] or [1, T, vocab]
         val vocab = shape[shape.size - 1].toInt()
         val all = logits.dataAsFloatArray
         return all.copyOfRange(all.size - vocab, all.size)
