@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilellm.benchmarks import schema
+from mobilellm.benchmarks.measure import last_level_cache_mib
 from mobilellm.errors import UserError
 from mobilellm.io import size_bytes
 from mobilellm.manifest import read_manifest, tool_versions
@@ -93,7 +94,7 @@ def _finish(pooled: dict, spec: dict, cfg: BenchConfig, series: str) -> dict:
                           "decode_position": spec["prompt_len"],
                           "positions_timed": [spec["prompt_len"]] + [q for q in fits if q != spec["prompt_len"]],
                           "positions_skipped": [q for q in cfg.positions if q not in fits], "series": series,
-                          **options}
+                          "last_level_cache_mib": last_level_cache_mib(), **options}
     return pooled
 
 

@@ -116,9 +116,7 @@ class _OptimumPte:
 
     def __init__(self, path):
         from mobilellm.export import executorch_blas
-        executorch_blas.bind()  # as the spec says (executorch_peers.py times optimum's file with both)
-        import executorch.kernels.quantized  # noqa: F401  int8 embedding kernels
-        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
+        executorch_blas.load_llm_kernels()  # BLAS as the spec says (executorch_peers.py times optimum's file with both)
         from executorch.runtime import Runtime
         self.runtime, self.path = Runtime.get(), path
 

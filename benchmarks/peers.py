@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from mobilellm.benchmarks.measure import last_level_cache_mib
+
 
 def write_llama_checkpoint(model: str, out: Path, seed: int = 0, context: int = 2048) -> Path:
     """`out/` as a LLaMA checkpoint of the preset's shape with seeded random weights, as transformers writes one:
@@ -86,16 +88,6 @@ def read_bandwidth(threads: int, block_bytes: int, dram_bytes: int = 1 << 30, re
     out["block_bytes"] = block_bytes
     out["last_level_cache_mib"] = last_level_cache_mib()
     return out
-
-
-def last_level_cache_mib() -> float | None:
-    """The largest CPU cache Linux reports for cpu0 (sysfs), in MiB; None where it reports none."""
-    sizes = []
-    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        text = f.read_text().strip()
-        if text[:-1].isdigit():
-            sizes.append(int(text[:-1]) * {"K": 1 / 1024, "M": 1.0}.get(text[-1], 0.0))
-    return max(sizes) if sizes else None
 
 
 def timed(cmd: list, cwd=None, env=None) -> tuple[float, float, str]:

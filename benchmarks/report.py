@@ -44,12 +44,15 @@ def sharing_rows(records: list[dict]) -> list[dict]:
         for n, e in sorted(variants):
             if n != e:
                 continue  # bases only; twins are looked up from them
-            row = {"device": key[0], "backend": key[1], "scheme": key[2], "n": n}
+            row = {"device": key[0], "backend": key[1], "scheme": key[2], "n": n, "size_mb": {},
+                   "cache_mib": next((r["settings"]["last_level_cache_mib"] for r in recs
+                                      if (r.get("settings") or {}).get("last_level_cache_mib")), None)}
             for kind, (sb, eb) in {"base": (n, n), "shared": (n, 2 * n), "deep": (2 * n, 2 * n)}.items():
                 vals = [_median(recs, m, stored_blocks=sb, executed_blocks=eb) for m in STAGES]
                 if any(v is not None for v in vals):
                     row[kind] = vals
                     row[kind + "_turns"] = _turns(recs, sb, eb)
+                    row["size_mb"][kind] = _median(recs, "size_mb", stored_blocks=sb, executed_blocks=eb)
             if "shared" in row or "deep" in row:
                 rows.append(row)
     return rows
@@ -99,7 +102,26 @@ def sharing_markdown(rows: list[dict]) -> str:
                 cells[2] += f"<br>paired {q[1]:+.1f}% (p10 {q[0]:+.1f}%, p90 {q[2]:+.1f}%; {len(pairs)} turns)"
             out.append(f"| {label} | " + " | ".join(cells) + f" | {paper} |")
         out.append("")
+        note = cache_note(row)
+        if note:
+            out += [note, ""]
     return "\n".join(out)
+
+
+def cache_note(row: dict) -> str | None:
+    """The variants' file sizes beside the measuring host's last-level cache, where one of them could stay in it
+    between decode steps (a step reads every weight): the overheads may then compare cache residency as well as
+    depth. None where the cache size or the sizes are not recorded, or where no variant fits (all read from DRAM,
+    as on a phone)."""
+    llc, sizes = row.get("cache_mib"), {k: v for k, v in (row.get("size_mb") or {}).items() if v}
+    if not llc or not sizes or min(sizes.values()) * 1e6 / 2**20 > llc:
+        return None
+    names = {"base": f"{row['n']} layers", "shared": "LS", "deep": f"{2 * row['n']} layers"}
+    held = ", ".join(f"{names[k]} {v:.0f} MB" for k, v in sizes.items())
+    return (f"File sizes: {held}; this host's last-level cache: {llc:.0f} MiB, shared with whatever else runs there. "
+            f"Weights that stay in it between decode steps are not read from DRAM, so where one variant's do and "
+            f"another's do not, the overheads compare cache residency as well as depth; a phone's CPU caches (a few "
+            f"MiB) hold none of them.")
 
 
 def artifact_table(records: list[dict]) -> str:

@@ -54,3 +54,13 @@ def bind() -> str:
             why = f"executorch's (Eigen, {BLAS_LIBRARY})"
     _BOUND.append(why)
     return why
+
+
+def load_llm_kernels() -> str:
+    """Register the kernels an LLM `.pte` calls besides XNNPACK's, as a runner app links them: the int8 embedding
+    (`quantized_decomposed::embedding_byte`) and ExecuTorch's LLM ops (`llama::*`), the latter bound to the BLAS
+    `bind()` chooses (so this is the one place that orders the two). Returns which BLAS they call."""
+    blas = bind()
+    import executorch.kernels.quantized  # noqa: F401  int8 embedding kernels
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  llama::* kernels
+    return blas

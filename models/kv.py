@@ -91,7 +91,8 @@ class CustomOpKV(_BufferKV):
     uses_start = True
 
     def __init__(self, *a):
-        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  registers llama::*
+        from mobilellm.export.executorch_blas import load_llm_kernels
+        load_llm_kernels()  # registers llama::*, bound to ExecuTorch's BLAS as in every session of this process
         super().__init__(*a)
 
     def forward(self, q, k, v, input_pos, start=None):
@@ -109,7 +110,6 @@ class QuantizedCustomOpKV(CustomOpKV):
     on the integers. A quarter of the fp32 cache's bytes read per decode step."""
 
     def __init__(self, batch, max_seq_len, n_heads, n_kv, head_dim):
-        import executorch.kernels.quantized  # noqa: F401  quantized_decomposed out-variants (to_executorch needs them)
         super().__init__(batch, max_seq_len, n_heads, n_kv, head_dim)
         shape, per = (batch, max_seq_len, n_kv, head_dim), (batch, max_seq_len, n_kv, 1)
         for name in ("k", "v"):

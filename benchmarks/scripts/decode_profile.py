@@ -35,10 +35,8 @@ def profile(path: Path, position: int, steps: int, threads: int) -> dict:
     import torch
 
     from mobilellm.export import executorch_blas
-    blas = executorch_blas.bind()  # as `mobilellm bench` runs a .pte
-    import executorch.kernels.quantized  # noqa: F401  int8 embedding kernels
+    blas = executorch_blas.load_llm_kernels()  # as `mobilellm bench` runs a .pte
     from executorch.devtools import Inspector
-    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  llama::* kernels
     from executorch.extension.pybindings import portable_lib
     from mobilellm.benchmarks.measure import set_threads
     from mobilellm.export.xnnpack_options import set_weight_cache

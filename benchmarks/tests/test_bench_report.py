@@ -166,6 +166,25 @@ def test_sharing_rows_overheads():
     assert "20.00 (+100.0%)<br>paired +100.0% (p10 +92.0%, p90 +108.0%; 3 turns)" in sharing_markdown([row])
 
 
+def test_sharing_table_says_which_variants_fit_the_hosts_cache():
+    """This host's 300 MiB L3 can hold the 125M files (145 MB; measured: it does) and not, beside its other tenants,
+    the 60-layer one (233 MB): the table puts the sizes beside the cache, since its overheads then compare cache
+    residency as well as depth; with a phone-sized cache, or none recorded, nothing is said."""
+    def rec(sb, eb, metric, v, llc):
+        return {"device": "d", "backend": "b", "scheme": "s", "stored_blocks": sb, "executed_blocks": eb,
+                "metric": metric, "statistic": "median", "value": v,
+                "settings": {"last_level_cache_mib": llc} if llc else {}}
+
+    def table(llc):
+        recs = [rec(sb, eb, m, v, llc) for sb, eb, size in ((30, 30, 144.8), (30, 60, 145.1), (60, 60, 233.4))
+                for m, v in (("decode_ms", eb / 10), ("size_mb", size))]
+        return sharing_markdown(sharing_rows(recs))
+    md = table(300.0)
+    assert "File sizes: 30 layers 145 MB, LS 145 MB, 60 layers 233 MB; this host's last-level cache: 300 MiB" in md
+    assert "cache residency" in md
+    assert "cache residency" not in table(4.0) and "cache residency" not in table(None)
+
+
 @pytest.mark.parametrize("doc,msg", [
     ({"schema": "other", "version": 1, "records": []}, "not a mobilellm results file"),
     ({"schema": "mobilellm.results", "version": 2, "records": []}, "schema version 2; this mobilellm reads version 1"),

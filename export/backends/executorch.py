@@ -149,9 +149,7 @@ class ExecuTorchSession(Session):
 
     def __init__(self, path: Path, manifest: dict | None):
         from mobilellm.export import executorch_blas
-        blas = executorch_blas.bind()  # before the llama::* kernels load: their BLAS, not torch's MKL
-        import executorch.kernels.quantized  # noqa: F401  int8 embedding kernels
-        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  llama::* kernels
+        blas = executorch_blas.load_llm_kernels()  # llama::* bound to ExecuTorch's BLAS, not torch's MKL
         from executorch.runtime import Runtime
         from mobilellm.export.xnnpack_options import set_weight_cache
         self.runtime = Runtime.get()  # imports and runtime start-up are not part of "load"
