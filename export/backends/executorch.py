@@ -53,7 +53,7 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
     # The pipeline hands over a model of our own (a copy, or the caller's when it consumes it): quantized in place,
     # so no fp32 copy of the blocks outlives quantization.
     em = (model.set_kv("custom-int8" if cfg.kv_cache == "int8" else "custom").tie_output_module().unshare_blocks()
-          .fuse_projections().eval().requires_grad_(False))
+          .fuse_projections().rope_from_positions().eval().requires_grad_(False))
     em.last_logits_only = not cfg.full_logits  # the program's output: the last position's logits (the runner's need)
     quant: dict = {}
     with steps.step(f"quantize ({cfg.quant}{' + int8 embedding' if cfg.quantize_embedding else ''})"):

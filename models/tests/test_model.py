@@ -101,3 +101,18 @@ def test_r1_switches_prefill_equals_prefix_then_decode(kind):
     full = build(a, seed=3, max_seq_len=40)(toks, torch.tensor([0]))
     inc = _incremental(build(a, seed=3, max_seq_len=40, kv_kind=kind), toks, 7)
     assert torch.allclose(inc, full, atol=1e-5, rtol=0), (inc - full).abs().max()
+
+
+@pytest.mark.parametrize("name", ["tiny-random", "tiny-r1-random"])
+def test_rope_computed_from_positions_matches_the_tables(name):
+    """An export copy computes RoPE's cos/sin per call (no [max_seq_len, D] tables in the file): the same logits as
+    the tables give, for the rotate-half and the interleaved (Llama4) layouts, in a prefill and at a late position."""
+    m = build(from_name(name), max_seq_len=256)
+    prompt, late = torch.tensor([[1, 5, 9, 13, 50, 7]]), torch.tensor([[3]])
+    want = [m(prompt, torch.tensor([0])), m(late, torch.tensor([250]))]
+    m.reset_cache()
+    m.rope_from_positions()
+    assert m.rope_cos is None and "rope_cos" not in dict(m.named_buffers())
+    got = [m(prompt, torch.tensor([0])), m(late, torch.tensor([250]))]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-4 * w.abs().max().item())
