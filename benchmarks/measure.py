@@ -156,10 +156,6 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def last_level_cache_mib() -> float | None:
     """The largest CPU cache Linux reports for cpu0 (sysfs), in MiB; None where it reports none. A model whose
     weights fit stays cache-resident between decode steps on this host (a phone's CPU caches hold a few MiB)."""
@@ -169,3 +165,7 @@ def last_level_cache_mib() -> float | None:
         if text[:-1].isdigit():
             sizes.append(int(text[:-1]) * {"K": 1 / 1024, "M": 1.0}.get(text[-1], 0.0))
     return max(sizes) if sizes else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

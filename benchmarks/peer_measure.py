@@ -112,7 +112,7 @@ def executorch(spec):
 
 class _OptimumPte:
     """optimum-executorch's CausalLM .pte: forward(input_ids [1, T] int64, cache_position [T] int64) -> logits
-    [1, T, V] (every position, as ours); its KV cache lives in the program, as ours does."""
+    [1, T, V] (every position; ours returns the last, [1, 1, V]); its KV cache lives in the program, as ours does."""
 
     def __init__(self, path):
         from mobilellm.export import executorch_blas

@@ -69,10 +69,7 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
         raise UserError(f"--kv-cache {cfg.kv_cache} is not offered by {backend.name} (it builds: "
                         f"{', '.join(backend.kv_caches)}); backends with an int8 cache: "
                         f"{', '.join(b.name for b in all_backends() if cfg.kv_cache in b.kv_caches)}")
-    if cfg.full_logits and not backend.last_logits:
-        raise UserError(f"--full-logits changes nothing for {backend.name}: its artifacts always return every "
-                        f"position's logits; backends that return the last position by default: "
-                        f"{', '.join(b.name for b in all_backends() if b.last_logits)}")
+    check_full_logits(backend, cfg)
     out = Path(out_dir) / (name or artifact_name(model, backend, cfg))
     check_output(out, force)
     steps = Steps(out.name, quiet)
@@ -95,6 +92,14 @@ def export_artifact(model, weights: str, backend: Backend, cfg: ExportConfig, ou
         raise UserError(f"no space left on the device writing {e.filename or out.parent} while exporting {out.name}: "
                         f"it needs about {need / 1e6:,.0f} MB; {shutil.disk_usage(out.parent).free / 1e6:,.0f} MB are "
                         f"free there (nothing half-written was left)") from None
+
+
+def check_full_logits(backend: Backend, cfg: ExportConfig) -> None:
+    """--full-logits only where the default output is the last position (before any model is built)."""
+    if cfg.full_logits and not backend.last_logits:
+        raise UserError(f"--full-logits changes nothing for {backend.name}: its artifacts always return every "
+                        f"position's logits; backends that return the last position by default: "
+                        f"{', '.join(b.name for b in all_backends() if b.last_logits)}")
 
 
 def estimate_bytes(args, cfg: ExportConfig, backend: Backend) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mobilellm.errors import VerificationError
-from mobilellm.models.generate import every_position
+from mobilellm.models.generate import rows_before_last
 from mobilellm.quant.schemes import LOWERING, Scheme, Thresholds
 
 PROMPT_LEN, DECODE_STEPS = 16, 8
@@ -33,13 +33,22 @@ def run_fixed(runner, tokens: list[int] | None, prompt: list[int]) -> tuple[np.n
     """Logits [PROMPT_LEN + DECODE_STEPS, V]. If `tokens` is None the decode inputs are this
     runner's own greedy picks (the reference); otherwise the given ones (teacher forcing)."""
     runner.reset()
-    rows = [every_position(runner, prompt, 0)]
-    fed = []
+    first = runner.forward(prompt, 0)  # as a runner does: the prompt in one call, then one token per step
+    rows, fed = [first[-1:]], []
     for i in range(DECODE_STEPS):
         nxt = int(np.argmax(rows[-1][-1])) if tokens is None else tokens[i]
         fed.append(nxt)
         rows.append(runner.forward([nxt], len(prompt) + i))
-    return np.concatenate(rows, 0).astype(np.float64), fed
+    # A program that returns the last position only: the prompt's other rows afterwards, one token at a time, so the
+    # decode steps above read the cache slots the prompt's call wrote (a prefill that skipped them fails).
+    if len(first) == len(prompt):
+        earlier = first[:-1]
+    elif getattr(runner, "last_position_only", False):
+        earlier = rows_before_last(runner, prompt, 0)
+    else:
+        raise ValueError(f"{type(runner).__name__} returned {len(first)} rows of logits for {len(prompt)} tokens "
+                         f"without saying it returns the last position only")
+    return np.concatenate([earlier] + rows, 0).astype(np.float64), fed
 
 
 @dataclass(frozen=True)

@@ -37,18 +37,25 @@ def check_tokens(ids, start_pos: int, max_seq_len: int, vocab_size: int) -> None
 
 def every_position(runner: Runner, ids: list[int], start_pos: int) -> np.ndarray:
     """Logits [T, vocab] at every position of `ids` (verification, perplexity). From a runner that returns the
-    last position only, the earlier rows come one token at a time (each attends to the cache below it, as in a
-    prefill) and the last row from the one T-token call, which writes the same cache slots again: the prefill
-    path is still what produces the row generation reads."""
+    last position only, the last row comes from the one T-token call (the prefill path, the row generation reads)
+    and the earlier rows after it, one token at a time over the cache that call wrote (`rows_before_last`)."""
     ids = list(ids)
     if len(ids) > 1 and getattr(runner, "last_position_only", False):
-        rows = [runner.forward([t], start_pos + i)[-1:] for i, t in enumerate(ids[:-1])]
-        return np.concatenate(rows + [runner.forward(ids, start_pos)[-1:]], 0)
+        last = runner.forward(ids, start_pos)[-1:]  # first, so the rows below read a cache the T-token call wrote
+        return np.concatenate([rows_before_last(runner, ids, start_pos), last], 0)
     out = runner.forward(ids, start_pos)
     if len(out) != len(ids):
         raise ValueError(f"{type(runner).__name__} returned {len(out)} rows of logits for {len(ids)} tokens "
                          f"without saying it returns the last position only")
     return out
+
+
+def rows_before_last(runner: Runner, ids: list[int], start_pos: int) -> np.ndarray:
+    """Logits [T - 1, vocab] at positions start_pos .. start_pos + T - 2, one token at a time. Each call rewrites its
+    own cache slot and attends only to the slots below it, so after a T-token call over the same ids the cache is
+    as that call left it (the values equal up to rounding)."""
+    return np.concatenate([runner.forward([t], start_pos + i)[-1:] for i, t in enumerate(list(ids)[:-1])]
+                          or [np.zeros((0, runner.vocab_size), np.float32)], 0)
 
 
 class EagerRunner:

@@ -47,9 +47,12 @@ def quantize_eager(model: nn.Module, scheme, group_size: int = 32, embedding: bo
     return details
 
 
-def quantize_static_pt2e(exported, calibration: list[list[int]]):
+def quantize_static_pt2e(exported, calibration: list[list[int]], token_by_token: bool = False):
     """PT2E static W8A8 on an exported program: per-channel int8 weights, per-tensor int8 static
-    activations observed over `calibration` windows. Returns the converted graph module."""
+    activations observed over `calibration` windows. Returns the converted graph module.
+    `token_by_token`: a program that returns the last position's logits only sees each window one token at a time
+    through its cache (as ExecuTorch's export_llama calibrates), so the output head's input observer sees every
+    position, not one row per window."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer, get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -57,10 +60,15 @@ def quantize_static_pt2e(exported, calibration: list[list[int]]):
     q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     m = prepare_pt2e(exported.module(), q)
     with torch.no_grad():
-        for window in calibration:  # each window is a fresh prefill from position 0
-            m(torch.tensor([window], dtype=torch.long), torch.tensor([0], dtype=torch.long))
+        for window in calibration:  # each window from position 0: one prefill, or one call per token
+            if token_by_token:  # all but the last token: a window as long as the cache would end at its last
+                for i, t in enumerate(window[:-1]):  # slot, which the exported program's bounds keep for prefills
+                    m(torch.tensor([[t]], dtype=torch.long), torch.tensor([i], dtype=torch.long))
+            else:
+                m(torch.tensor([window], dtype=torch.long), torch.tensor([0], dtype=torch.long))
     q = convert_pt2e(m)
     del m
     forget_quantized_modules()  # else torchao's device cache keeps the prepared model alive
     return q, {"weights": "int8 per-channel symmetric", "activations": "int8 per-tensor static",
-               "quantizer": "ExecuTorch XNNPACKQuantizer (PT2E)", "calibration_windows": len(calibration)}
+               "quantizer": "ExecuTorch XNNPACKQuantizer (PT2E)", "calibration_windows": len(calibration),
+               "calibration_fed": "one token per call" if token_by_token else "one prefill per window"}

@@ -68,7 +68,7 @@ def export_model(model, cfg: ExportConfig, out: Path, steps) -> dict:
         from mobilellm.quant.calibration import calibration_for
         windows, source = calibration_for(cfg, args.vocab_size)
         with steps.step(f"calibrate and convert (PT2E, {len(windows)} windows)"):
-            gm, quant = Q.quantize_static_pt2e(ep, windows)
+            gm, quant = Q.quantize_static_pt2e(ep, windows, token_by_token=not cfg.full_logits)
             quant["calibration"] = source
             quant_ref = GraphRunner(gm, msl, args.vocab_size, last_position_only=not cfg.full_logits)
             ep = torch.export.export(gm, example, dynamic_shapes=dyn, strict=False)

@@ -142,7 +142,8 @@ path = sys.argv[1]
 s = get_backend("executorch").open(path, read_manifest(path))
 s.load(); s.init()
 rss = rss_mb()[0]
-logits = s.forward([1, 5, 9, 13], 0)
+from mobilellm.models.generate import every_position
+logits = every_position(s, [1, 5, 9, 13], 0)
 print(json.dumps({"rss": rss, "opts": s.runtime_options, "sum": float(np.abs(logits).sum()), "top": logits.argmax(-1).tolist()}))
 """
 
@@ -285,7 +286,8 @@ def test_external_weights_store_the_shared_matrix_once(tmp_path, w8a8_pair):
     for s in (ref, got):
         s.load()
         s.init()
-    np.testing.assert_array_equal(got.forward([1, 5, 9, 13], 0), ref.forward([1, 5, 9, 13], 0))
+    from mobilellm.models.generate import every_position
+    np.testing.assert_array_equal(every_position(got, [1, 5, 9, 13], 0), every_position(ref, [1, 5, 9, 13], 0))
     # the program alone is not the artifact: without its weights file it is one clear error
     ptd.rename(tmp_path / "elsewhere.ptd")
     with pytest.raises(UserError, match="keeps its weights in tiny-random_w8a8-emb8-ptd_executorch.ptd, which is missing"):

@@ -57,6 +57,8 @@ def main(ns):
                        quantize_embedding=ns.quantize_embedding, calibration=ns.calibration, tokenizer=tokenizer,
                        external_weights=ns.external_weights, kv_cache=ns.kv_cache,
                        full_logits=ns.full_logits)
+    from mobilellm.export.pipeline import check_full_logits
+    check_full_logits(backend, cfg)  # before the model is built
     if ns.calibration is not None:  # refuse a bad file before minutes of lowering, not after
         from mobilellm.commands.common import model_args
         from mobilellm.quant.calibration import calibration_for
