@@ -7,7 +7,6 @@ where `run` was started unless `--bench-on ray`.
 Ray is an extra (`pip install 'mobilellm[ray]'`): the default local executor needs nothing of it."""
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import socket
@@ -15,6 +14,7 @@ import sys
 from pathlib import Path
 
 from mobilellm.errors import UserError
+from mobilellm.logs import native_stderr_silenced
 
 CONNECT_TIMEOUT_S = 10.0  # an unreachable --ray-address is reported after this, not hung on
 MAX_RETRIES = 2  # a task whose worker process died (killed for memory, node lost) runs again up to this often
@@ -50,26 +50,12 @@ def connect(address: str | None):
     if address and address != "auto":
         _reachable(address)
     try:
-        with _native_stderr_silenced():  # Ray's C++ client logs its own copy of a failure to join
+        with native_stderr_silenced():  # Ray's C++ client logs its own copy of a failure to join
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except ConnectionError as e:
         raise UserError(f"cannot join Ray at {address or 'the local instance'}: {str(e).splitlines()[0]} "
                         f"(is that a Ray head's GCS port? `ray status --address {address}`)") from None
     return ray
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _nodes(ray) -> list[dict]:

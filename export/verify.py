@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mobilellm.errors import VerificationError
-from mobilellm.models.generate import rows_before_last
+from mobilellm.models.generate import complete_rows
 from mobilellm.quant.schemes import LOWERING, Scheme, Thresholds
 
 PROMPT_LEN, DECODE_STEPS = 16, 8
@@ -41,13 +41,7 @@ def run_fixed(runner, tokens: list[int] | None, prompt: list[int]) -> tuple[np.n
         rows.append(runner.forward([nxt], len(prompt) + i))
     # A program that returns the last position only: the prompt's other rows afterwards, one token at a time, so the
     # decode steps above read the cache slots the prompt's call wrote (a prefill that skipped them fails).
-    if len(first) == len(prompt):
-        earlier = first[:-1]
-    elif getattr(runner, "last_position_only", False):
-        earlier = rows_before_last(runner, prompt, 0)
-    else:
-        raise ValueError(f"{type(runner).__name__} returned {len(first)} rows of logits for {len(prompt)} tokens "
-                         f"without saying it returns the last position only")
+    earlier = complete_rows(runner, prompt, 0, first)[:-1]
     return np.concatenate([earlier] + rows, 0).astype(np.float64), fed
 
 

@@ -6,6 +6,7 @@ MOBILELLM_VERBOSE=1 to see everything."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -73,6 +74,22 @@ def _filter_fd2() -> None:
 
 
 _DRAIN: list = []
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """File descriptor 2 to /dev/null for the block: native code that logs per call (ExecuTorch's int8 attention
+    outside a program; Ray's C++ client on a failed join) says nothing, and no filter thread runs meanwhile."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def drain() -> None:

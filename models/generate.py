@@ -39,15 +39,20 @@ def every_position(runner: Runner, ids: list[int], start_pos: int) -> np.ndarray
     """Logits [T, vocab] at every position of `ids` (verification, perplexity). From a runner that returns the
     last position only, the last row comes from the one T-token call (the prefill path, the row generation reads)
     and the earlier rows after it, one token at a time over the cache that call wrote (`rows_before_last`)."""
+    return complete_rows(runner, ids, start_pos, runner.forward(ids, start_pos))
+
+
+def complete_rows(runner: Runner, ids: list[int], start_pos: int, out: np.ndarray) -> np.ndarray:
+    """Every position's rows given what the T-token call over `ids` returned (`out`): as is, or, from a runner that
+    returns the last position only, the earlier rows added one token at a time (`rows_before_last`). Call it after
+    anything that must read the cache as that call left it."""
     ids = list(ids)
-    if len(ids) > 1 and getattr(runner, "last_position_only", False):
-        last = runner.forward(ids, start_pos)[-1:]  # first, so the rows below read a cache the T-token call wrote
-        return np.concatenate([rows_before_last(runner, ids, start_pos), last], 0)
-    out = runner.forward(ids, start_pos)
-    if len(out) != len(ids):
-        raise ValueError(f"{type(runner).__name__} returned {len(out)} rows of logits for {len(ids)} tokens "
-                         f"without saying it returns the last position only")
-    return out
+    if len(out) == len(ids):
+        return out
+    if getattr(runner, "last_position_only", False):
+        return np.concatenate([rows_before_last(runner, ids, start_pos), out[-1:]], 0)
+    raise ValueError(f"{type(runner).__name__} returned {len(out)} rows of logits for {len(ids)} tokens "
+                     f"without saying it returns the last position only")
 
 
 def rows_before_last(runner: Runner, ids: list[int], start_pos: int) -> np.ndarray:

@@ -10,23 +10,8 @@ on it). Not a test: full-size work belongs here."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import statistics
 import time
-
-
-@contextlib.contextmanager
-def runtime_log_silenced():
-    """The int8 kernel logs "No temp allocator provided" to stderr on every call outside a program."""
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
 
 
 def _time(fn, calls: int) -> float:
@@ -65,7 +50,7 @@ def kernels(shape: tuple[int, int, int], cache: int, pos: int, T: int):
 
 
 def main(argv=None) -> int:
-    from mobilellm.logs import quiet
+    from mobilellm.logs import native_stderr_silenced, quiet
     quiet()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="125M", help="a preset whose attention shape is timed")
@@ -102,7 +87,7 @@ def main(argv=None) -> int:
     for cache, pos, T in cases:
         fns = kernels(shape, cache, pos, T)
         got = {n: [] for n in fns}
-        with runtime_log_silenced():
+        with native_stderr_silenced():  # the int8 kernel logs once per call outside a program
             for _ in range(a.passes):
                 for n, fn in fns.items():  # alternating kernels within a pass
                     got[n].append(_time(fn, a.calls if T == 1 else max(10, a.calls // 10)))
