@@ -105,8 +105,8 @@ class Backend:
     quantizes_embedding: bool = False  # can quantize the embedding table on its own (--quantize-embedding)
     embedding_schemes: tuple[str, ...] | None = None  # the schemes --quantize-embedding goes with (None: any)
     kv_caches: tuple[str, ...] = ("fp32",)  # KV-cache storages it can build (--kv-cache)
-    # Its program returns the last position's logits unless --full-logits (ExecuTorch, as its export_llama does);
-    # the others always return every position.
+    # Its program returns the last position's logits unless --full-logits (ExecuTorch, as its export_llama does;
+    # ONNX, as onnxruntime-genai's builder does with prune_lm_head); the others always return every position.
     last_logits: bool = False
     default_for_suffix: bool = True  # opens a bare file with this suffix (no manifest)
     # A directory artifact it opens: (directory suffix, the file that marks one), e.g. ONNX's onnxruntime-genai

@@ -95,8 +95,9 @@ def _og():
     return og
 
 
-def check_dir(d: Path) -> dict:
-    """A model directory onnxruntime-genai can run, or one line naming the file at fault. Returns its config."""
+def check_dir(d: Path) -> tuple[dict, bool]:
+    """A model directory onnxruntime-genai can run, or one line naming the file at fault. Returns its config, and
+    whether its graph's logits are the last position's only ([1, 1, V], as the runtime's Model::IsPruned decides)."""
     import onnx
     from mobilellm.errors import UserError
     d = Path(d)
@@ -111,13 +112,18 @@ def check_dir(d: Path) -> dict:
         raise UserError(f"{conf_path} is not a valid genai_config.json (model.decoder.{e} missing or malformed)") from None
     if not graph.is_file():
         raise UserError(f"{conf_path} names the graph {graph.name}, which is not in {d}")
-    inputs = [i.name for i in onnx.load(str(graph), load_external_data=False).graph.input]
+    proto = onnx.load(str(graph), load_external_data=False)
+    inputs = [i.name for i in proto.graph.input]
     pattern = dec.get("inputs", {}).get("past_key_names", "past_key_values.%d.key")
     kv = sum(1 for i in inputs if any(i == pattern % n for n in range(len(inputs))))
     if kv != layers:
         raise UserError(f"{conf_path} says num_hidden_layers {layers} but {graph.name} has {kv} key-cache inputs "
                         f"({pattern}); re-export the directory")
-    return json.loads(conf_path.read_text())
+    from mobilellm.export.backends.onnx import logits_last_only
+    logits = dec.get("outputs", {}).get("logits", "logits")
+    dims = [[d.dim_value if d.HasField("dim_value") else d.dim_param for d in o.type.tensor_type.shape.dim]
+            for o in proto.graph.output if o.name == logits]
+    return json.loads(conf_path.read_text()), bool(dims) and logits_last_only(dims[0])
 
 
 def tokenizer_in(d: Path) -> Path:
@@ -138,7 +144,8 @@ class GenaiSession(Session):
 
     def __init__(self, path: Path, manifest: dict | None = None, threads: int | None = None):
         self.path, self.manifest = Path(path), manifest or {}
-        conf = check_dir(self.path)["model"]
+        conf, self.last_position_only = check_dir(self.path)  # last only: logits [1, 1, V] (a pruned head)
+        conf = conf["model"]
         self.max_seq_len, self.vocab_size = int(conf["context_length"]), int(conf["vocab_size"])
         self.threads = threads
         self._og, self._model, self._gen = _og(), None, None

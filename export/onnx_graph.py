@@ -3,7 +3,9 @@ project's own modules (one model definition; layer sharing as the model's schedu
 
     inputs   input_ids [1, T] int64; attention_mask [1, total] int64 (ones: total = positions held after this
              step); past_key_values.N.key / .value [1, Hkv, S, D], one pair per *executed* block
-    outputs  logits [1, T, V]; present.N.key / .value [1, Hkv, S, D]: the same buffers, written in place
+    outputs  logits [1, 1, V] (the last position's, what a generator samples from: onnxruntime-genai's builder
+             writes this with its `prune_lm_head` option, and its runtime reads either shape), or [1, T, V] with
+             `full_logits`; present.N.key / .value [1, Hkv, S, D]: the same buffers, written in place
 
 S is the cache capacity: onnxruntime-genai allocates one buffer per pair and binds it as both past and present
 (`past_present_share_buffer`), so a step copies no cache. Per executed block the attention is one
@@ -115,10 +117,11 @@ class GenaiGraph(nn.Module):
     embedding and norm parameters; `release=True` (the model is the caller's to consume) drops the model's
     copies of the weights it repacks as they are packed."""
 
-    def __init__(self, model, release: bool = False):
+    def __init__(self, model, release: bool = False, last_logits_only: bool = False):
         super().__init__()
         from mobilellm.export import onnx_gqa  # noqa: F401  registers mobilellm::gqa
         a = model.args
+        self.last_logits_only = last_logits_only
         self.args, self.schedule, self.max_seq_len = a, list(model.block_schedule), model.max_seq_len
         dec = model.model
         self.embed_tokens, self.norm = dec.embed_tokens, _RMSNormOp(dec.norm)
@@ -159,17 +162,20 @@ class GenaiGraph(nn.Module):
         h = self.embed_tokens(input_ids)  # [1, T, dim]
         for i, layer in enumerate(self.schedule):  # immediate repeat: L0,L0,L1,L1,...
             h = self.layers[layer](h, ctx, None, None, self.slots[i])
-        h = self.norm(h)
+        h = self.norm(h)  # over every row: fused with the last residual sum (SkipSimplifiedLayerNormalization)
+        if self.last_logits_only:  # the builder's prune_lm_head: Gather(-1) + Unsqueeze, then the head over one row;
+            h = h[:, -1].unsqueeze(1)  # logits [1, 1, V], a static 1 onnxruntime-genai detects (Model::IsPruned)
         logits = self.head(h) if self.head is not None else F.linear(h, self.embed_tokens.weight)
         return logits, [s.present for s in self.slots]
 
 
-def export_float(model, path, max_seq_len: int, release: bool = False) -> None:
-    """The fp32 graph to `path`, its tensors streamed into `<path>.data` (no proto copy of them)."""
+def export_float(model, path, max_seq_len: int, release: bool = False, full_logits: bool = False) -> None:
+    """The fp32 graph to `path`, its tensors streamed into `<path>.data` (no proto copy of them). Its logits are the
+    last position's ([1, 1, V]) unless `full_logits` ([1, T, V])."""
     import onnx
     from mobilellm.export import onnx_gqa
     a = model.args
-    g = GenaiGraph(model, release=release)
+    g = GenaiGraph(model, release=release, last_logits_only=not full_logits)
     T, total, S = 2, 5, 8  # sample sizes other than 0/1, which torch.export would specialise
     n = len(g.schedule)  # executed blocks
     past = [tuple(torch.zeros(1, a.n_kv_heads, S, a.head_dim) for _ in range(2)) for _ in range(n)]

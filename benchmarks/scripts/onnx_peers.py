@@ -37,9 +37,10 @@ def export_ours(ckpt: Path, out: Path, scheme: str, msl: int, repeat: int = 1, e
             "scheme": m["quant"]["scheme"]}, art
 
 
-def export_builder(ckpt: Path, out: Path, msl: int, threads: int, precision: str) -> tuple[dict, Path]:
+def export_builder(ckpt: Path, out: Path, msl: int, threads: int, precision: str,
+                   extra: str = "") -> tuple[dict, Path]:
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", ckpt, "-o", out, "-p", precision, "-e", "cpu",
-           "-c", out.parent / "builder_cache"]
+           "-c", out.parent / "builder_cache"] + (["--extra_options", *extra.split(",")] if extra else [])
     env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     wall, rss, _ = peers.timed(cmd, env=env)
     conf_path = out / "genai_config.json"
@@ -68,6 +69,9 @@ def main(argv=None) -> int:
     ap.add_argument("--also", default="", help="more of this project's schemes to time beside (e.g. w8a8)")
     ap.add_argument("--file", action="append", default=[], metavar="NAME=PATH",
                     help="an existing mobilellm .onnx to time beside through the plain session (e.g. an older export)")
+    ap.add_argument("--builder-options", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                    help="one more builder export with these --extra_options, timed beside (e.g. prune_lm_head=true: "
+                         "the last position's logits, as this project's graph returns by default)")
     ap.add_argument("--pte", action="append", default=[], metavar="NAME=PATH",
                     help="a mobilellm ExecuTorch .pte to time in the same run (e.g. 125M and LS-125M: sharing overhead)")
     a = ap.parse_args(argv)
@@ -75,6 +79,9 @@ def main(argv=None) -> int:
         positions = [int(p) for p in a.positions.split(",")]
     except ValueError:
         ap.error(f"--positions takes comma-separated integers, got {a.positions!r}")
+    for extra in a.builder_options:
+        if not all(k and "=" in k for k in extra.split(",")):
+            ap.error(f"--builder-options takes KEY=VALUE[,KEY=VALUE], got {extra!r}")
     try:
         import onnxruntime_genai  # noqa: F401
     except ImportError:
@@ -102,9 +109,11 @@ def main(argv=None) -> int:
             ap.error(f"{f}: no such file")
         rows[name] = {"size_mb": round(Path(path).stat().st_size / 1e6, 1)}
         specs.append({"name": name, "engine": "executorch" if path.endswith(".pte") else "ort", "path": path})
-    facts, d = export_builder(ckpt, a.out / "builder", msl, a.threads, a.precision)
-    rows["onnxruntime-genai builder"] = facts
-    specs.append({"name": "onnxruntime-genai builder", "engine": "genai", "path": str(d)})
+    for i, extra in enumerate([""] + a.builder_options):
+        name = "onnxruntime-genai builder" + (f" ({extra})" if extra else "")
+        facts, d = export_builder(ckpt, a.out / ("builder" + (f"-{i}" if i else "")), msl, a.threads, a.precision, extra)
+        rows[name] = facts
+        specs.append({"name": name, "engine": "genai", "path": str(d)})
     from mobilellm.models.config import ModelArgs
     cfg = json.loads((ckpt / "config.json").read_text())
     args = ModelArgs.from_hf_config(cfg)

@@ -3,7 +3,8 @@ ORT-format twin.
 
 The graph (export/onnx_graph.py) is the one onnxruntime-genai's model builder writes for a LLaMA: inputs
 `input_ids` [1, T], `attention_mask` [1, total] and `past_key_values.N.{key,value}` [1, Hkv, S, D], outputs
-`logits` [1, T, V] and `present.N.{key,value}`, one pair per *executed* block, the cache a fixed buffer of S
+`logits` [1, 1, V] (the last position's, as the builder's `prune_lm_head` writes it; [1, T, V] with --full-logits,
+and in files written before 2026-12-06) and `present.N.{key,value}`, one pair per *executed* block, the cache a fixed buffer of S
 positions bound as both past and present (nothing copied per step); attention is GroupQueryAttention with RoPE
 fused. `<name>.genai/` beside it (export/genai.py) makes it an onnxruntime-genai model directory.
 Files written before 2026-12-06 grow their cache instead (present = past + T positions; inputs `input_ids`,
@@ -198,7 +199,7 @@ def _export_in(model, cfg, tmp: Path, steps, stage: Path) -> dict:
     from mobilellm.quant.onnx import quantize
     float_path, final = stage / "float.onnx", stage / "model.onnx"
     with steps.step(f"torch.onnx export (dynamo, opset {OPSET})"):
-        export_float(model, float_path, cfg.max_seq_len, release=True)
+        export_float(model, float_path, cfg.max_seq_len, release=True, full_logits=cfg.full_logits)
     model.release_weights()  # ours (see the pipeline); from here on the graph is the model
     return_memory()
     calib = None
@@ -241,6 +242,7 @@ class OnnxSession(Session):
         self.vocab_size = ((self.manifest.get("model") or {}).get("args") or {}).get("vocab_size")
         self.threads = threads or _threads()
         self._bytes = self._sess = None
+        self.last_position_only = False  # known after init, from the graph's logits shape
 
     def load(self) -> None:
         try:
@@ -279,6 +281,7 @@ class OnnxSession(Session):
         self._wrap = ort.OrtValue.ortvalue_from_numpy  # looked up once, not per decode step
         self._logits_dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(
             self._sess.get_outputs()[0].type)
+        self.last_position_only = logits_last_only(self._sess.get_outputs()[0].shape)
         self.reset()
 
     def reset(self) -> None:
@@ -312,7 +315,7 @@ class OnnxSession(Session):
             return b.get_outputs()[0].numpy()
         # the logits land in an array made for this step (the caller keeps it): no output objects to
         # wrap and copy after the run, which cost as much as the run itself on a small model
-        logits = np.empty((1, len(ids), self.vocab_size), self._logits_dtype)
+        logits = np.empty((1, 1 if self.last_position_only else len(ids), self.vocab_size), self._logits_dtype)
         b.bind_ortvalue_output(self._out[0], self._wrap(logits))
         self._sess.run_with_iobinding(b)
         return logits
@@ -329,6 +332,12 @@ class OnnxSession(Session):
         out = self._sess.run_with_ort_values(self._out, feed)
         self._past = list(out[1:])
         return out[0].numpy()
+
+
+def logits_last_only(shape) -> bool:
+    """Whether a graph's logits output [1, 1, V] holds the last position only (a static 1 where a
+    full-logits graph has its sequence dimension), as onnxruntime-genai decides it (Model::IsPruned)."""
+    return len(shape) == 3 and shape[1] == 1
 
 
 def _open(path, manifest):
@@ -357,6 +366,7 @@ def _genai_dir(out: Path, args, cfg) -> dict:
 register(Backend(
     name="onnx", suffix=".onnx", schemes=SCHEMES, closest=CLOSEST, default_scheme="w8a8-block", rank=10,
     quantized_reference=False, quantizes_embedding=True, opens_dir=(".genai", "genai_config.json"),
+    last_logits=True,  # logits [1, 1, V] (what a generator reads; the builder's prune_lm_head); --full-logits: [1, T, V]
     embedding_schemes=("w8a8", "w8a8-dynamic-per-tensor", "w8a8-block", "w4a8-block"),
     export_memory=(800.0, 8.0),  # W8A8 peak: 350M 3,334 MiB, 1.5B 12,014 (fit: 761 + 7.8 B/p)
     summary="torch.onnx (dynamo) graph as onnxruntime-genai's builder writes one (GroupQueryAttention, shared "

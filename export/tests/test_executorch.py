@@ -119,9 +119,9 @@ def test_the_program_returns_the_last_positions_logits(w8a8_pair, tmp_path, cli)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
     # the last row comes from the T-token call: the prefill path, as generation reads it
     np.testing.assert_array_equal(got[-1], last.forward(ids, 0)[-1])
-    bad = cli("export", "--model", "tiny-random", "--backend", "onnx", "--full-logits", "--max-seq-len", "64",
+    bad = cli("export", "--model", "tiny-random", "--backend", "coreml", "--full-logits", "--max-seq-len", "64",
               "--out", tmp_path, check_rc=2)
-    assert "--full-logits changes nothing for onnx" in bad.stderr and "executorch" in bad.stderr
+    assert "--full-logits changes nothing for coreml" in bad.stderr and "executorch, onnx" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 

@@ -13,6 +13,7 @@ from mobilellm.export.onnx_graph import export_float, io_names
 from mobilellm.export.base import ExportConfig, get_backend
 from mobilellm.export.pipeline import export_artifact
 from mobilellm.models.config import from_name
+from mobilellm.models.generate import every_position
 from mobilellm.models.model import build
 
 MSL = 64
@@ -54,6 +55,8 @@ def test_each_scheme_exports_and_verifies(exported, scheme):
     g = onnx.load(str(path), load_external_data=False).graph
     ops = [n.op_type for n in g.node]
     assert ops.count("GroupQueryAttention") == 2 and ops.count("SkipSimplifiedLayerNormalization") == 2 * 2
+    dims = [[d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim] for o in g.output]
+    assert g.output[0].name == "logits" and dims[0] == [1, 1, 512]
     if scheme != "fp32":
         q = m["quant"]
         assert q["quantized_matmuls"] == 5 * 2 + 1  # q/k/v packed, o, gate, up, down per stored block + the head
@@ -101,15 +104,46 @@ def test_no_nan_with_dynamic_quantization(exported):
     assert {n.op_type for n in g.node if quantized_inputs & set(n.input)} == {"MatMulInteger"}
 
 
+def test_the_graph_returns_the_last_positions_logits(exported, tmp_path):
+    """By default the graph's logits are the last position's, [1, 1, V] with a static 1 (what onnxruntime-genai's
+    builder writes with prune_lm_head and its runtime detects): the head runs over one row of a prompt.
+    --full-logits keeps [1, T, V] (name suffix -fl); every row agrees with the default graph's, the earlier
+    ones fetched one token at a time after the prompt's call."""
+    path, m = _export(tmp_path, "fp32", full_logits=True)
+    assert path.name == "tiny-random_fp32-fl_onnx.onnx" and m["verification"]["passed"]
+    assert m["io"]["outputs"]["logits"] == [1, "sequence_length", 512]
+    assert exported["fp32"][1]["io"]["outputs"]["logits"] == [1, 1, 512]
+    full, last = _session(path), _session(exported["fp32"][0])  # the same seeded weights
+    assert not full.last_position_only and last.last_position_only
+    ids = [1] + np.random.default_rng(3).integers(3, 512, 20).tolist()
+    want = full.forward(ids, 0)
+    assert want.shape == (len(ids), 512) and last.forward(ids, 0).shape == (1, 512)
+    np.testing.assert_allclose(every_position(last, ids, 0), want, rtol=0, atol=1e-4 * np.abs(want).max())
+    with pytest.raises(ValueError, match="last position only"):  # a runner that does not say so is refused
+        from mobilellm.models.generate import complete_rows
+        complete_rows(full, ids, 0, want[-1:])
+    # eval's path: chunks through the cache, each continuing where the last left it, in the plain session and in
+    # onnxruntime-genai's generator (which truncates its sequence on the one-token rewinds every_position makes)
+    from mobilellm.benchmarks.accuracy import run_window
+    from mobilellm.export.base import open_artifact
+    genai = open_artifact(exported["fp32"][0].with_suffix(".genai"))
+    genai.init()
+    for runner in (last, genai):
+        np.testing.assert_allclose(run_window(runner, ids, 8), want, rtol=0, atol=1e-4 * np.abs(want).max())
+
+
 def test_prefill_decode_and_rewind(exported):
     s = _session(exported["fp32"][0])
     ids = [1] + np.random.default_rng(0).integers(3, 512, 47).tolist()
-    full = s.forward(ids, 0)
-    assert full.shape == (48, 512) and full.dtype == np.float32
+    last = s.forward(ids, 0)
+    assert last.shape == (1, 512) and last.dtype == np.float32 and s.last_position_only  # the last position's
+    full = every_position(s, ids, 0)
+    assert full.shape == (48, 512)
+    np.testing.assert_array_equal(full[-1], last[0])
     s.forward(ids[:40], 0)
     steps = np.concatenate([s.forward([t], 40 + i) for i, t in enumerate(ids[40:])])
     assert np.allclose(steps, full[40:], atol=1e-4)
-    again = s.forward(ids[44:], 44)  # rewind: the cache keeps the first 44 positions
+    again = every_position(s, ids[44:], 44)  # rewind: the cache keeps the first 44 positions
     assert np.allclose(again, full[44:], atol=1e-4)
     with pytest.raises(UserError, match="maximum sequence length 64"):
         s.forward([5] * 30, 40)
@@ -341,6 +375,7 @@ def test_a_genai_directory_runs_through_generate_and_bench(exported, cli_here, t
     d = path.with_suffix(".genai")
     og_s, plain = open_artifact(d), _session(path)
     assert isinstance(og_s, GenaiSession) and og_s.max_seq_len == MSL
+    assert og_s.last_position_only and plain.last_position_only  # a pruned head, as onnxruntime-genai reads it
     prompt = [1, 5, 9, 33, 17, 8]
     for ids, pos in ((prompt, 0), ([44], 6), ([3], 7), (prompt[3:], 3), ([12, 13], 0)):  # decode, rewind, restart
         np.testing.assert_allclose(og_s.forward(ids, pos), plain.forward(ids, pos), rtol=1e-5, atol=1e-5)
@@ -432,8 +467,8 @@ def test_the_cache_is_one_buffer_written_in_place(exported):
     assert np.abs(k[:, :, :3]).sum() > 0 and np.abs(k[:, :, 3:]).sum() == 0  # positions 0..2 only
     s.forward([7], 3)
     assert s._binding.get_outputs()[1].data_ptr() == buf.data_ptr()  # present is the bound buffer itself
-    first = s.forward([1, 5, 9, 7], 0)
-    again = s.forward([9, 7], 2)  # rewind to 2: positions 2.. rewritten, 0..1 kept
+    first = every_position(s, [1, 5, 9, 7], 0)
+    again = every_position(s, [9, 7], 2)  # rewind to 2: positions 2.. rewritten, 0..1 kept
     np.testing.assert_allclose(again, first[2:], atol=1e-5)
 
 

@@ -61,7 +61,8 @@ func run(_ args: [String]) throws {
       "tokenizer": m.tokenizer.map { .string($0) } ?? .null, "sha256": m.sha256.map { .string($0) } ?? .null,
       "file_bytes": m.fileBytes.map { .int($0) } ?? .null,
       "io": .object(["tokens": .string(m.io.tokens), "position": .string(m.io.position),
-                     "logits": .string(m.io.logits), "states": .array(m.io.states.map { .string($0) })]),
+                     "logits": .string(m.io.logits), "states": .array(m.io.states.map { .string($0) }),
+                     "last_logits_only": .bool(m.io.lastLogitsOnly)]),
     ]))
   case "golden":
     let manifests = try rest.map { try ArtifactManifest.read(artifact: URL(fileURLWithPath: $0)) }

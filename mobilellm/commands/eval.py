@@ -16,7 +16,7 @@ def add_arguments(p):
     p.add_argument("--window", type=int, default=256, help="tokens per window, bos included (capped by max_seq_len)")
     p.add_argument("--chunk", type=int, default=64,
                    help="tokens per forward call through the KV cache (an artifact that returns the last position's "
-                        "logits only, a default ExecuTorch .pte, gives the others one token at a time)")
+                        "logits only, a default ExecuTorch .pte or ONNX graph, gives the others one token at a time)")
     p.add_argument("--max-tokens", type=int, default=8192, help="text tokens scored at most")
     p.add_argument("--threads", type=int, default=2, help="runtime threads")
     p.add_argument("--out", type=Path, default=Path("eval.json"), help="results file (schema mobilellm.results/1)")

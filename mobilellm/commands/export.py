@@ -28,10 +28,10 @@ def add_arguments(p):
     g.add_argument("--kv-cache", default="fp32", help="KV-cache storage: fp32 (default) or int8 (executorch: "
                    "ExecuTorch's quantized cache, per-token scales; a quarter of the bytes a long-context step reads)")
     g.add_argument("--full-logits", action="store_true",
-                   help="executorch: forward returns logits for every position of a call, [1, T, vocab] (default: "
-                        "the last position's, [1, 1, vocab], as ExecuTorch's export_llama and its LLM runners read; "
-                        "the program then skips the output head for the prompt's other positions and plans no "
-                        "[T, vocab] output buffer)")
+                   help="executorch, onnx: logits for every position of a call, [1, T, vocab] (default: the last "
+                        "position's, [1, 1, vocab], as ExecuTorch's export_llama writes and onnxruntime-genai's "
+                        "builder with prune_lm_head, and as their LLM runners read; the graph then skips the output "
+                        "head for the prompt's other positions and holds no [T, vocab] output)")
     g.add_argument("--calibration", type=Path, help="text or token-id file for static activation calibration")
     g.add_argument("--tokenizer", type=Path, help="tokenizer to record in the manifest (default: from --checkpoint)")
     g.add_argument("--out", type=Path, default=Path("out"), help="output directory")

@@ -617,7 +617,8 @@ def test_swift_reads_the_manifests_python_writes(linuxcheck, artifacts, tmp_path
                    "executed_blocks": mm["executed_blocks"], "repeat": mm["repeat"], "param_count": mm["param_count"],
                    "vocab_size": 512, "max_seq_len": 64, "tokenizer": m["tokenizer"], "sha256": m["sha256"],
                    "file_bytes": m["sizes"]["file_bytes"],
-                   "io": {"tokens": "tokens", "position": "input_pos", "logits": "logits", "states": []}}
+                   "io": {"tokens": "tokens", "position": "input_pos", "logits": "logits", "states": [],
+                          "last_logits_only": False}}
     # the io section's names, however it lists them
     for io, want in [
         ({"inputs": ["input_ids", "cache_position"], "outputs": ["output_logits"]}, ("input_ids", "cache_position", "output_logits")),
@@ -628,7 +629,15 @@ def test_swift_reads_the_manifests_python_writes(linuxcheck, artifacts, tmp_path
         art = tmp_path / "io.mlpackage"
         write_manifest(art, {**{k: v for k, v in m.items() if k not in ("schema", "version", "created")}, "io": io})
         got = swift(linuxcheck, "manifest", art)["io"]
-        assert (got["tokens"], got["position"], got["logits"]) == want
+        assert (got["tokens"], got["position"], got["logits"]) == want and not got["last_logits_only"]
+    # an ONNX manifest's io: names -> dims; logits [1, 1, vocab] is the last position's row only
+    for dims, last in (([1, 1, 512], True), ([1, "sequence_length", 512], False)):
+        art = tmp_path / "io.onnx"
+        io = {"inputs": {"input_ids": [1, "sequence_length"], "attention_mask": [1, "total_sequence_length"]},
+              "outputs": {"logits": dims, "present.0.key": [1, 2, "past_sequence_length", 16]}}
+        write_manifest(art, {**{k: v for k, v in m.items() if k not in ("schema", "version", "created")}, "io": io})
+        got = swift(linuxcheck, "manifest", art)["io"]
+        assert (got["tokens"], got["logits"], got["last_logits_only"]) == ("input_ids", "logits", last)
     # what it refuses
     (tmp_path / "bad.pte.manifest.json").write_text(json.dumps({"schema": "mobilellm.manifest", "version": 9}))
     p = subprocess.run([str(linuxcheck), "manifest", tmp_path / "bad.pte"], capture_output=True, text=True)

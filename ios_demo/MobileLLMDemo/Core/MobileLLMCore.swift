@@ -83,6 +83,9 @@ public struct ModelIO: Equatable {
   /// Token counts the model takes per call (the Core ML export's enumerated T: 1, 2, 4, ... 64);
   /// empty when the manifest names none (any length).
   public var chunkLengths: [Int] = []
+  /// True when the logits output holds the last position's row only: the manifest gives its dims as
+  /// [1, 1, vocab] (an ONNX export's default, onnxruntime-genai's pruned head); false: a row per token fed.
+  public var lastLogitsOnly = false
 
   public init() {}
 
@@ -121,6 +124,7 @@ public struct ModelIO: Equatable {
       ?? outputs.first {
       logits = l.name
     }
+    if let dims = io["outputs"]?[logits]?.array, dims.count == 3, dims[1].int == 1 { lastLogitsOnly = true }
     states = entries(io["states"]).map(\.name)
     // export/backends/coreml.py io_contract: "chunk_lengths", and "enumerated_T" on the tokens input
     let enumerated = io["inputs"]?.array?.first { $0["name"]?.string == tokens }?["enumerated_T"]

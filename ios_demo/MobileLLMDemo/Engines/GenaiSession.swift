@@ -12,8 +12,9 @@ import onnxruntime_genai_objc
 ///   init: `OGAGeneratorParams` + `OGAGenerator` (the KV cache: one buffer of max_seq_len positions per
 ///         tensor, shared by past and present)
 ///   forward: `rewind(to:)` when the generator holds more, `appendTokens` (runs the model), then the last
-///         row of the float32 `logits` output [1, T, vocab] (the host checks these logits against the
-///         plain session's, export/tests/test_onnx.py).
+///         row of the float32 `logits` output: [1, 1, vocab] from a default export (the last position's;
+///         the manifest's io.outputs.logits says so), [1, T, vocab] from --full-logits (the host checks
+///         these logits against the plain session's, export/tests/test_onnx.py).
 final class GenaiSession: LLMSession {
   /// The onnxruntime-genai pod this app links (ios_demo/Podfile), the Python side's genai extra.
   static let version = "0.18.0"
@@ -21,6 +22,7 @@ final class GenaiSession: LLMSession {
   let url: URL
   let vocab: Int
   let maxSeqLen: Int
+  let lastLogitsOnly: Bool  // logits [1, 1, vocab]; OGATensor has no shape accessor, so the manifest says
   private var model: OGAModel?
   private var generator: OGAGenerator?
   private var held = 0  // tokens the generator holds (the host's GenaiSession._len)
@@ -29,6 +31,7 @@ final class GenaiSession: LLMSession {
     self.url = url
     vocab = manifest.vocabSize ?? 0
     maxSeqLen = manifest.maxSeqLen
+    lastLogitsOnly = manifest.io.lastLogitsOnly
   }
 
   var threads: Int { DeviceInfo.performanceCores }
@@ -62,10 +65,11 @@ final class GenaiSession: LLMSession {
     if startPos < held { try g.rewind(to: startPos) }
     try g.appendTokens(tokens.map { NSNumber(value: $0) })
     held = startPos + tokens.count
-    let logits = try g.getOutput("logits")  // a copy of the model's output [1, T, vocab]
+    let logits = try g.getOutput("logits")  // a copy of the model's output [1, 1 or T, vocab]
+    let row = lastLogitsOnly ? 0 : tokens.count - 1
     return try withExtendedLifetime(logits) {
       let p = try logits.dataPointer().assumingMemoryBound(to: Float.self)
-      return Array(UnsafeBufferPointer(start: p + (tokens.count - 1) * vocab, count: vocab))
+      return Array(UnsafeBufferPointer(start: p + row * vocab, count: vocab))
     }
   }
 

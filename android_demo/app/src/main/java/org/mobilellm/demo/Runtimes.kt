@@ -162,7 +162,7 @@ class OrtLlmSession(private val file: File, private val m: Manifest, private val
     }
 
     // The timed part: the session run. The logits are read in lastLogits, after the clock
-    // (OnnxTensor.getFloatBuffer copies the whole [1, T, vocab] output).
+    // (OnnxTensor.getFloatBuffer copies the whole output: [1, 1, vocab] by default, [1, T, vocab] from --full-logits).
     override fun run(ids: LongArray, startPos: Int, commit: Boolean) {
         val s = checkNotNull(session) { "forward before init" }
         check(startPos + ids.size <= m.maxSeqLen) { "positions up to ${startPos + ids.size} do not fit max_seq_len ${m.maxSeqLen}" }
@@ -214,7 +214,7 @@ class OrtLlmSession(private val file: File, private val m: Manifest, private val
 
     override fun lastLogits(): FloatArray {
         val logits = checkNotNull(lastLogitsTensor) { "lastLogits before run" }
-        val shape = logits.info.shape // [1, T, vocab]
+        val shape = logits.info.shape // [1, 1, vocab] (the default export) or [1, T, vocab] (--full-logits)
         val vocab = shape[shape.size - 1].toInt()
         val fb = logits.floatBuffer
         val last = FloatArray(vocab)
