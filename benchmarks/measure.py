@@ -70,7 +70,8 @@ def measure(spec: dict) -> dict:
     session.init()
     t2 = time.perf_counter()
     out.update(load_ms=[(t1 - t0) * 1e3], init_ms=[(t2 - t1) * 1e3], rss_after_init_mb=rss_mb()[0],
-               runtime_options=getattr(session, "runtime_options", {}))
+               runtime_options={**getattr(session, "runtime_options", {}),  # and what a prefill computes: the head
+                                "logits_rows": "last" if getattr(session, "last_position_only", False) else "every"})
 
     prefill = []
     for i in range(warmup + iters):

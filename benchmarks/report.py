@@ -124,6 +124,23 @@ def cache_note(row: dict) -> str | None:
             f"MiB) hold none of them.")
 
 
+def logits_note(records: list[dict]) -> str | None:
+    """Where the artifacts compared return logits for different rows (the bench record's `logits_rows`: the last
+    prompt position's, as ExecuTorch's and onnxruntime-genai's runners read, or every position's: a backend that
+    always does, or a --full-logits export), a line saying their prefill columns include different work. None
+    where they agree or where it is not recorded (phone results)."""
+    rows = defaultdict(set)
+    for r in records:
+        kind = (r.get("settings") or {}).get("logits_rows")
+        if kind and r["metric"].startswith("prefill"):
+            rows[kind].add(r.get("artifact") or r["model"])
+    if len(rows) < 2:
+        return None
+    return (f"Prefill computes the output head over the last prompt position only in {', '.join(sorted(rows['last']))}, "
+            f"and over every position in {', '.join(sorted(rows['every']))} (a backend that always returns every row, "
+            f"or a `--full-logits` export): their prefill columns include different work.")
+
+
 def artifact_table(records: list[dict]) -> str:
     arts = defaultdict(dict)
     extra = set()
@@ -303,6 +320,8 @@ def build_report(result_paths: list[Path], out_dir: Path, notes: list[str] | Non
         md += ["## Accuracy on held-out text", "", acc]
     timed = [r for r in records if r["metric"] not in ("perplexity", "top1_agreement", "kl_divergence")]
     md += ["## Every artifact (medians)", "", artifact_table(timed), ""]
+    if logits_note(timed):
+        md += [logits_note(timed), ""]
     if missing:
         md += ["## Not measured here", "", "| artifact | backend | scheme | variant | why |", "|---|---|---|---|---|"]
         md += [f"| {m.get('artifact')} | {m.get('backend')} | {m.get('scheme')} | {m.get('variant')} | {m.get('reason')} |"

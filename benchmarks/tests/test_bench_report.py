@@ -185,6 +185,20 @@ def test_sharing_table_says_which_variants_fit_the_hosts_cache():
     assert "cache residency" not in table(4.0) and "cache residency" not in table(None)
 
 
+def test_report_says_when_prefills_compute_different_rows():
+    """A last-position artifact's prefill skips the output head for the prompt's other rows; beside one that
+    computes every row (Core ML, a --full-logits export) the report says the columns are not like with like."""
+    from mobilellm.benchmarks.report import logits_note
+
+    def rec(art, rows):
+        return {"device": "d", "artifact": art, "model": "m", "metric": "prefill_ms", "statistic": "median",
+                "value": 1.0, "settings": {"logits_rows": rows} if rows else {}}
+    note = logits_note([rec("a.pte", "last"), rec("b.onnx", "last"), rec("c.mlpackage", "every")])
+    assert note.startswith("Prefill computes the output head over the last prompt position only in a.pte, b.onnx, "
+                           "and over every position in c.mlpackage")
+    assert logits_note([rec("a.pte", "last"), rec("b.onnx", "last"), rec("phone", None)]) is None
+
+
 @pytest.mark.parametrize("doc,msg", [
     ({"schema": "other", "version": 1, "records": []}, "not a mobilellm results file"),
     ({"schema": "mobilellm.results", "version": 2, "records": []}, "schema version 2; this mobilellm reads version 1"),
