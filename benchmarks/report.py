@@ -128,7 +128,8 @@ def logits_note(records: list[dict]) -> str | None:
     """Where the artifacts compared return logits for different rows (the bench record's `logits_rows`: the last
     prompt position's, as ExecuTorch's and onnxruntime-genai's runners read, or every position's: a backend that
     always does, or a --full-logits export), a line saying their prefill columns include different work. None
-    where they agree or where it is not recorded (phone results)."""
+    where they agree or where it is not recorded (phone results, and results written before 2026-12-06, when ONNX
+    files still returned every row)."""
     rows = defaultdict(set)
     for r in records:
         kind = (r.get("settings") or {}).get("logits_rows")

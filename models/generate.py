@@ -13,7 +13,7 @@ from mobilellm.errors import UserError
 
 class Runner(Protocol):
     """forward(ids, start_pos) -> logits [T, vocab] (float32 numpy) and advances the cache; a runner whose
-    artifact gives the last position only (an ExecuTorch program's default) returns [1, vocab]: the row
+    artifact gives the last position only (an ExecuTorch program's or ONNX graph's default) returns [1, vocab]: the row
     generation reads. `every_position` gets all T rows from either."""
 
     max_seq_len: int

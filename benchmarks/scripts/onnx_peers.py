@@ -80,8 +80,10 @@ def main(argv=None) -> int:
     except ValueError:
         ap.error(f"--positions takes comma-separated integers, got {a.positions!r}")
     for extra in a.builder_options:
-        if not all(k and "=" in k for k in extra.split(",")):
+        if not all(k.strip() and v.strip() for k, _, v in (kv.partition("=") for kv in extra.split(","))):
             ap.error(f"--builder-options takes KEY=VALUE[,KEY=VALUE], got {extra!r}")
+    if len(set(a.builder_options)) < len(a.builder_options):
+        ap.error("--builder-options: each set once (the same set twice would time one export twice under one name)")
     try:
         import onnxruntime_genai  # noqa: F401
     except ImportError:
@@ -91,6 +93,7 @@ def main(argv=None) -> int:
     msl = max(max(positions), 128) + a.steps + 10 + 8  # the longest position, its steps and warm-up, and spare
     rows, specs = {}, []
     facts, art = export_ours(ckpt, a.out / "ours", a.scheme, msl, extra=["--quantize-embedding"])
+    facts["logits_rows"] = "last"  # the default graph (its -fl twin: every)
     rows["mobilellm"] = facts
     specs += [{"name": "mobilellm", "engine": "genai", "path": str(art.with_suffix(".genai"))},
               {"name": "mobilellm (plain session)", "engine": "ort", "path": str(art)}]
@@ -112,6 +115,8 @@ def main(argv=None) -> int:
     for i, extra in enumerate([""] + a.builder_options):
         name = "onnxruntime-genai builder" + (f" ({extra})" if extra else "")
         facts, d = export_builder(ckpt, a.out / ("builder" + (f"-{i}" if i else "")), msl, a.threads, a.precision, extra)
+        from mobilellm.export.genai import check_dir
+        facts["logits_rows"] = "last" if check_dir(d)[1] else "every"  # what its prefill computes (a misspelt option shows)
         rows[name] = facts
         specs.append({"name": name, "engine": "genai", "path": str(d)})
     from mobilellm.models.config import ModelArgs
@@ -123,7 +128,7 @@ def main(argv=None) -> int:
               "vocab": cfg["vocab_size"]}
     results = peers.alternate(MEASURE, [{**common, **s} for s in specs], a.passes)
     out_rows = [{**rows[r["name"]], **r} for per_pass in results for r in per_pass]
-    cols = COLS + [f"decode_ms_at_{p}" for p in positions]
+    cols = COLS + [f"decode_ms_at_{p}" for p in positions] + ["logits_rows"]
     print(peers.table(out_rows, cols))
     print("\nread bandwidth (GB/s, torch.sum, %d threads), per pass: " % a.threads
           + "; ".join(f"DRAM {b['dram_read_gb_s']}, one int8 block ({b['block_bytes'] / 2**20:.1f} MiB) {b['block_read_gb_s']}"

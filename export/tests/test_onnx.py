@@ -97,7 +97,7 @@ def test_no_nan_with_dynamic_quantization(exported):
     # masks, RoPE and embedding tables stay float: a quantized -inf mask gives NaN
     s = _session(exported["w8a8-dynamic-per-tensor"][0])
     ids = [1] + np.random.default_rng(0).integers(3, 512, 47).tolist()
-    out = [s.forward(ids[:40], 0)] + [s.forward([t], 40 + i) for i, t in enumerate(ids[40:])]
+    out = [every_position(s, ids[:40], 0)] + [s.forward([t], 40 + i) for i, t in enumerate(ids[40:])]
     assert np.isfinite(np.concatenate(out)).all()
     g = onnx.load(str(exported["w8a8-dynamic-per-tensor"][0])).graph
     quantized_inputs = {n.output[0] for n in g.node if n.op_type == "DynamicQuantizeLinear"}
@@ -130,6 +130,11 @@ def test_the_graph_returns_the_last_positions_logits(exported, tmp_path):
     genai.init()
     for runner in (last, genai):
         np.testing.assert_allclose(run_window(runner, ids, 8), want, rtol=0, atol=1e-4 * np.abs(want).max())
+    # the -fl directory: an unpruned graph, every row through onnxruntime-genai too
+    genai_full = open_artifact(path.with_suffix(".genai"))
+    genai_full.init()
+    assert not genai_full.last_position_only
+    np.testing.assert_allclose(genai_full.forward(ids, 0), want, rtol=1e-5, atol=1e-5)
 
 
 def test_prefill_decode_and_rewind(exported):
@@ -167,7 +172,7 @@ def test_ort_format_written_verified_and_loads(exported):
     assert man["sizes"]["file_bytes"] == ort_path.stat().st_size
     a, b = _session(path), _session(ort_path)
     ids = [1, 7, 9, 11]
-    assert np.allclose(a.forward(ids, 0), b.forward(ids, 0), atol=1e-3)
+    assert np.allclose(every_position(a, ids, 0), every_position(b, ids, 0), atol=1e-3)
 
 
 def test_generate_over_onnx_and_ort(cli, exported):
@@ -318,7 +323,7 @@ def test_quantizing_in_passes_gives_the_same_model(exported, tmp_path, monkeypat
     tensors = lambda g: sorted(t.raw_data for t in g.initializer)  # noqa: E731
     assert tensors(a) == tensors(b)
     ids = list(range(5, 21))
-    np.testing.assert_array_equal(_session(path).forward(ids, 0), _session(one_path).forward(ids, 0))
+    np.testing.assert_array_equal(every_position(_session(path), ids, 0), every_position(_session(one_path), ids, 0))
     assert [p.name for p in tmp_path.rglob("*") if ".prep" in p.name or ".pass" in p.name] == []  # no intermediates
 
 
@@ -378,7 +383,7 @@ def test_a_genai_directory_runs_through_generate_and_bench(exported, cli_here, t
     assert og_s.last_position_only and plain.last_position_only  # a pruned head, as onnxruntime-genai reads it
     prompt = [1, 5, 9, 33, 17, 8]
     for ids, pos in ((prompt, 0), ([44], 6), ([3], 7), (prompt[3:], 3), ([12, 13], 0)):  # decode, rewind, restart
-        np.testing.assert_allclose(og_s.forward(ids, pos), plain.forward(ids, pos), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(every_position(og_s, ids, pos), every_position(plain, ids, pos), rtol=1e-5, atol=1e-5)
     cli = cli_here
     r = cli("generate", "--artifact", d, "--prompt-ids", "1,5,9", "--max-new-tokens", "4")
     p = cli("generate", "--artifact", path, "--prompt-ids", "1,5,9", "--max-new-tokens", "4")

@@ -49,7 +49,7 @@ def test_benchmark_keeps_the_screen_on():
 
 
 def test_timed_forward_copies_no_logits():
-    """Benchmark times Session.run; the logits ([1, T, vocab] or a default .pte's [1, 1, vocab]) are copied in lastLogits, after the clock
+    """Benchmark times Session.run; the logits (a default .pte's or ONNX graph's [1, 1, vocab], or [1, T, vocab]) are copied in lastLogits, after the clock
     (JVM test: CoreTests.testPrefillTimesTheRunNotTheLogitsCopy)."""
     src = (KOTLIN / "Runtimes.kt").read_text()
     for body in re.findall(r"override fun run\(.*?\n    }\n", src, re.S):

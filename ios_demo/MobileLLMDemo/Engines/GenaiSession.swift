@@ -22,7 +22,9 @@ final class GenaiSession: LLMSession {
   let url: URL
   let vocab: Int
   let maxSeqLen: Int
-  let lastLogitsOnly: Bool  // logits [1, 1, vocab]; OGATensor has no shape accessor, so the manifest says
+  // logits [1, 1, vocab]; OGATensor has no shape accessor, so the manifest says. The export writes the graph and
+  // its manifest together; a graph replaced under an older manifest would be read at the wrong row (not checked here)
+  let lastLogitsOnly: Bool
   private var model: OGAModel?
   private var generator: OGAGenerator?
   private var held = 0  // tokens the generator holds (the host's GenaiSession._len)
