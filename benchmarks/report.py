@@ -321,8 +321,9 @@ def build_report(result_paths: list[Path], out_dir: Path, notes: list[str] | Non
         md += ["## Accuracy on held-out text", "", acc]
     timed = [r for r in records if r["metric"] not in ("perplexity", "top1_agreement", "kl_divergence")]
     md += ["## Every artifact (medians)", "", artifact_table(timed), ""]
-    if logits_note(timed):
-        md += [logits_note(timed), ""]
+    note = logits_note(timed)
+    if note:
+        md += [note, ""]
     if missing:
         md += ["## Not measured here", "", "| artifact | backend | scheme | variant | why |", "|---|---|---|---|---|"]
         md += [f"| {m.get('artifact')} | {m.get('backend')} | {m.get('scheme')} | {m.get('variant')} | {m.get('reason')} |"

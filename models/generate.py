@@ -37,17 +37,16 @@ def check_tokens(ids, start_pos: int, max_seq_len: int, vocab_size: int) -> None
 
 def every_position(runner: Runner, ids: list[int], start_pos: int) -> np.ndarray:
     """Logits [T, vocab] at every position of `ids` (verification, perplexity). From a runner that returns the
-    last position only, the last row comes from the one T-token call (the prefill path, the row generation reads)
-    and the earlier rows after it, one token at a time over the cache that call wrote (`rows_before_last`). The runner
-    is left holding start_pos + T positions, as the T-token call left it, so a next call continues at start_pos + T
-    (the one-token calls rewound it: onnxruntime-genai truncates its sequence on a rewind, and the ONNX session
-    counts what it holds; the last token once more restores the count)."""
+    last position only, the earlier rows come one token at a time (`rows_before_last`) and the last row from the one
+    T-token call after them (the prefill path, the row generation reads), which writes those cache slots again and
+    leaves the runner holding start_pos + T positions, so a next call continues at start_pos + T (one-token calls
+    at earlier positions are rewinds: onnxruntime-genai truncates its sequence on one, the ONNX session counts what
+    it holds). Verification, which must read the cache a prefill wrote, orders its calls itself (`complete_rows`)."""
     ids = list(ids)
-    out = runner.forward(ids, start_pos)
-    rows = complete_rows(runner, ids, start_pos, out)
-    if len(out) < len(rows):  # rows were added one token at a time: the runner holds start_pos + T - 1 positions
-        runner.forward(ids[-1:], start_pos + len(ids) - 1)
-    return rows
+    if len(ids) > 1 and getattr(runner, "last_position_only", False):
+        earlier = rows_before_last(runner, ids, start_pos)
+        return np.concatenate([earlier, runner.forward(ids, start_pos)[-1:]], 0)
+    return complete_rows(runner, ids, start_pos, runner.forward(ids, start_pos))
 
 
 def complete_rows(runner: Runner, ids: list[int], start_pos: int, out: np.ndarray) -> np.ndarray:

@@ -108,7 +108,7 @@ def test_the_graph_returns_the_last_positions_logits(exported, tmp_path):
     """By default the graph's logits are the last position's, [1, 1, V] with a static 1 (what onnxruntime-genai's
     builder writes with prune_lm_head and its runtime detects): the head runs over one row of a prompt.
     --full-logits keeps [1, T, V] (name suffix -fl); every row agrees with the default graph's, the earlier
-    ones fetched one token at a time after the prompt's call."""
+    ones fetched one token at a time (every_position)."""
     path, m = _export(tmp_path, "fp32", full_logits=True)
     assert path.name == "tiny-random_fp32-fl_onnx.onnx" and m["verification"]["passed"]
     assert m["io"]["outputs"]["logits"] == [1, "sequence_length", 512]
@@ -123,7 +123,7 @@ def test_the_graph_returns_the_last_positions_logits(exported, tmp_path):
         from mobilellm.models.generate import complete_rows
         complete_rows(full, ids, 0, want[-1:])
     # eval's path: chunks through the cache, each continuing where the last left it, in the plain session and in
-    # onnxruntime-genai's generator (which truncates its sequence on the one-token rewinds every_position makes)
+    # onnxruntime-genai's generator (which truncates its sequence on a rewind: the chunk's own call comes last)
     from mobilellm.benchmarks.accuracy import run_window
     from mobilellm.export.base import open_artifact
     genai = open_artifact(exported["fp32"][0].with_suffix(".genai"))
